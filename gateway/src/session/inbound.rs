@@ -1,0 +1,308 @@
+//! The connection as the session sees it: buffered reads with timeouts and batched replies.
+//!
+//! Replies are collected and written only when the session must wait for the client, which is
+//! what RFC 2920 section 3.2 asks of a server that offers PIPELINING: one write answers a whole
+//! pipelined batch of commands.
+
+use std::io;
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::framing::{BareKind, BareNewline, DataFramer, DataViolation, command_line_end};
+use crate::reply::Reply;
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Why reading from the client stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadError {
+    /// The client closed the connection.
+    #[error("client closed the connection")]
+    Closed,
+    /// Nothing arrived within the timeout.
+    #[error("client sent nothing for {0:?}")]
+    Timeout(Duration),
+    /// A command line was longer than the limit; it was read to its end and dropped.
+    #[error("command line longer than the limit")]
+    LineTooLong,
+    /// A bare LF or CR under the reject policy.
+    #[error("bare {} received", .0.as_str())]
+    Bare(BareKind),
+    /// The socket failed.
+    #[error("reading from the client failed: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// A client connection: the stream, bytes read but not yet used, and replies not yet sent.
+pub struct Inbound<S> {
+    stream: S,
+    input: Vec<u8>,
+    start: usize,
+    output: Vec<u8>,
+    write_timeout: Duration,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
+    /// Wraps a stream; `write_timeout` bounds each write to a client that does not read.
+    pub fn new(stream: S, write_timeout: Duration) -> Self {
+        Inbound {
+            stream,
+            input: Vec::with_capacity(READ_CHUNK),
+            start: 0,
+            output: Vec::with_capacity(1024),
+            write_timeout,
+        }
+    }
+
+    /// Gives the stream back, for the TLS handshake after STARTTLS.
+    ///
+    /// Unread input is dropped on purpose: plain-text commands pipelined after STARTTLS must
+    /// never be taken as sent over TLS (CVE-2011-0411).
+    pub fn into_stream(self) -> S {
+        self.stream
+    }
+
+    /// Whether the client has sent bytes the session has not used yet.
+    pub fn has_unread_input(&self) -> bool {
+        self.start < self.input.len()
+    }
+
+    /// Queues a reply; it goes out before the next wait for input, or at [`Self::flush`].
+    pub fn reply(&mut self, reply: &Reply) {
+        self.output.extend_from_slice(&reply.to_wire());
+    }
+
+    /// Sends queued replies.
+    ///
+    /// # Errors
+    /// Fails when the client does not take the bytes within the write timeout or the socket
+    /// fails.
+    pub async fn flush(&mut self) -> io::Result<()> {
+        if self.output.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            self.stream.write_all(&self.output).await?;
+            self.stream.flush().await
+        };
+        match tokio::time::timeout(self.write_timeout, write).await {
+            Ok(result) => result?,
+            Err(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "client not reading",
+                ));
+            }
+        }
+        self.output.clear();
+        Ok(())
+    }
+
+    /// Waits for more bytes from the client, sending queued replies first.
+    async fn fill(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        self.flush().await?;
+
+        if self.start == self.input.len() {
+            self.input.clear();
+            self.start = 0;
+        } else if self.start > READ_CHUNK {
+            self.input.drain(..self.start);
+            self.start = 0;
+        }
+
+        let used = self.input.len();
+        self.input.resize(used + READ_CHUNK, 0);
+        let read = tokio::time::timeout(timeout, self.stream.read(&mut self.input[used..])).await;
+        let count = match read {
+            Ok(Ok(count)) => count,
+            Ok(Err(error)) => {
+                self.input.truncate(used);
+                return Err(error.into());
+            }
+            Err(_) => {
+                self.input.truncate(used);
+                return Err(ReadError::Timeout(timeout));
+            }
+        };
+        self.input.truncate(used + count);
+        if count == 0 {
+            return Err(ReadError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits up to `wait` for the client to send anything, without consuming it.
+    ///
+    /// Returns true if bytes arrived: the pre-greet test (a client must wait for the banner).
+    pub async fn talks_within(&mut self, wait: Duration) -> Result<bool, ReadError> {
+        match self.fill(wait).await {
+            Ok(()) => Ok(true),
+            Err(ReadError::Timeout(_)) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Reads one command line, returned with a CRLF ending whatever the client sent.
+    ///
+    /// # Errors
+    /// [`ReadError::LineTooLong`] after a line of more than `max` octets (read to its end, so the
+    /// session can go on), [`ReadError::Bare`] for a bare LF under the reject policy, and the
+    /// connection errors.
+    pub async fn command_line(
+        &mut self,
+        max: usize,
+        timeout: Duration,
+        policy: BareNewline,
+    ) -> Result<Vec<u8>, ReadError> {
+        let mut discarding = false;
+        loop {
+            let pending = &self.input[self.start..];
+            if let Some((length, bare)) = command_line_end(pending) {
+                self.start += length;
+                if discarding || length > max {
+                    return Err(ReadError::LineTooLong);
+                }
+                if bare && policy == BareNewline::Reject {
+                    return Err(ReadError::Bare(BareKind::Lf));
+                }
+                let line_end = if bare { length - 1 } else { length - 2 };
+                let mut line = pending[..line_end].to_vec();
+                line.extend_from_slice(b"\r\n");
+                return Ok(line);
+            }
+            if pending.len() > max {
+                // Drop what cannot be a command, but keep a trailing CR that may start CRLF.
+                discarding = true;
+                self.start = self.input.len() - 1;
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Reads DATA content up to and including CRLF.CRLF, through `framer` into `content`.
+    ///
+    /// Returns early, without the end mark, when the framer finds a bare newline under the
+    /// reject policy; the caller replies and closes.
+    ///
+    /// # Errors
+    /// The connection errors, and a timeout between two reads of content.
+    pub async fn data(
+        &mut self,
+        framer: &mut DataFramer,
+        content: &mut Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(), ReadError> {
+        loop {
+            let fed = framer.feed(&self.input[self.start..], content);
+            self.start += fed.consumed;
+            if fed.finished {
+                return Ok(());
+            }
+            if let Some(DataViolation::Bare(kind)) = framer.violation() {
+                return Err(ReadError::Bare(kind));
+            }
+            self.fill(timeout).await?;
+        }
+    }
+
+    /// Reads exactly `length` octets of a BDAT chunk (RFC 3030), appending them to `content`
+    /// when given, or dropping them when the transaction has already failed.
+    ///
+    /// # Errors
+    /// The connection errors, and a timeout between two reads.
+    pub async fn chunk(
+        &mut self,
+        mut length: usize,
+        mut content: Option<&mut Vec<u8>>,
+        timeout: Duration,
+    ) -> Result<(), ReadError> {
+        loop {
+            let available = (self.input.len() - self.start).min(length);
+            if let Some(content) = content.as_deref_mut() {
+                content.extend_from_slice(&self.input[self.start..self.start + available]);
+            }
+            self.start += available;
+            length -= available;
+            if length == 0 {
+                return Ok(());
+            }
+            self.fill(timeout).await?;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::duplex;
+
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(5);
+
+    #[tokio::test]
+    async fn reads_pipelined_commands_one_at_a_time() {
+        let (mut client, server) = duplex(1024);
+        client
+            .write_all(b"NOOP\r\nRSET\r\n")
+            .await
+            .expect("write to duplex");
+        let mut inbound = Inbound::new(server, WAIT);
+        let first = inbound
+            .command_line(512, WAIT, BareNewline::Reject)
+            .await
+            .expect("first");
+        assert_eq!(first, b"NOOP\r\n");
+        assert!(inbound.has_unread_input());
+        let second = inbound
+            .command_line(512, WAIT, BareNewline::Reject)
+            .await
+            .expect("second");
+        assert_eq!(second, b"RSET\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_long_line_is_dropped_and_the_next_one_read() {
+        let (mut client, server) = duplex(8192);
+        let mut long = vec![b'x'; 3000];
+        long.extend_from_slice(b"\r\nNOOP\r\n");
+        client.write_all(&long).await.expect("write to duplex");
+        let mut inbound = Inbound::new(server, WAIT);
+        let first = inbound.command_line(512, WAIT, BareNewline::Reject).await;
+        assert!(matches!(first, Err(ReadError::LineTooLong)));
+        let second = inbound
+            .command_line(512, WAIT, BareNewline::Reject)
+            .await
+            .expect("next");
+        assert_eq!(second, b"NOOP\r\n");
+    }
+
+    #[tokio::test]
+    async fn a_bare_lf_command_is_normalized_or_refused() {
+        let (mut client, server) = duplex(1024);
+        client
+            .write_all(b"NOOP\nNOOP\n")
+            .await
+            .expect("write to duplex");
+        let mut inbound = Inbound::new(server, WAIT);
+        let line = inbound
+            .command_line(512, WAIT, BareNewline::Normalize)
+            .await
+            .expect("line");
+        assert_eq!(line, b"NOOP\r\n");
+        let refused = inbound.command_line(512, WAIT, BareNewline::Reject).await;
+        assert!(matches!(refused, Err(ReadError::Bare(BareKind::Lf))));
+    }
+
+    #[tokio::test]
+    async fn a_silent_client_times_out() {
+        let (_client, server) = duplex(1024);
+        let mut inbound = Inbound::new(server, WAIT);
+        let result = inbound
+            .command_line(512, Duration::from_millis(20), BareNewline::Reject)
+            .await;
+        assert!(matches!(result, Err(ReadError::Timeout(_))));
+    }
+}

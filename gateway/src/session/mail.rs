@@ -1,0 +1,51 @@
+//! MAIL FROM: opens a transaction with its reverse-path and parameters.
+
+use std::borrow::Cow;
+use std::time::Instant;
+
+use moat_delivery::BodyType;
+use smtp_proto::{MAIL_BODY_8BITMIME, MAIL_BODY_BINARYMIME, MAIL_SMTPUTF8, MailFrom};
+
+use super::{Session, Transaction};
+use crate::reply::{Refusal, Reply};
+
+impl Session {
+    /// Answers MAIL FROM.
+    pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Result<Reply, Refusal> {
+        if self.helo.is_none() {
+            return Err(Refusal::BadSequence("send HELO or EHLO first"));
+        }
+        if self.transaction.is_some() {
+            return Err(Refusal::BadSequence("nested MAIL command"));
+        }
+
+        let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
+        if !smtputf8 && !from.address.is_ascii() {
+            return Err(Refusal::Utf8WithoutSmtputf8);
+        }
+        // BINARYMIME is not offered (RFC 3030 section 3): content must stay line-based so the
+        // relay can send it with DATA.
+        if from.flags & MAIL_BODY_BINARYMIME != 0 {
+            return Err(Refusal::UnsupportedParameter("BODY=BINARYMIME".into()));
+        }
+        let limit = self.shared.smtp.max_message_size;
+        if from.size > limit {
+            return Err(Refusal::DeclaredSizeTooBig(limit));
+        }
+
+        let body = if from.flags & MAIL_BODY_8BITMIME != 0 {
+            BodyType::EightBitMime
+        } else {
+            BodyType::SevenBit
+        };
+        self.transaction = Some(Transaction {
+            reverse_path: from.address.into_owned(),
+            smtputf8,
+            body,
+            recipients: Vec::new(),
+            started: Instant::now(),
+            chunks: None,
+        });
+        Ok(Reply::new(250, "2.1.0", "Ok"))
+    }
+}

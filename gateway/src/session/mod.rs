@@ -1,0 +1,342 @@
+//! One SMTP session: reads commands, dispatches each to its stage, and answers.
+//!
+//! The session is generic over its stream, so the same code serves plain TCP, TLS after
+//! STARTTLS, and in-memory transcripts in tests. Each command's stage lives in its own file:
+//! `hello` (EHLO/HELO), `mail`, `rcpt`, `data`, `bdat`; the rest are one-liners here.
+
+mod bdat;
+mod data;
+pub mod framing;
+mod hello;
+pub mod inbound;
+mod mail;
+mod rcpt;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use moat_delivery::{BodyType, Envelope, QueueId};
+use smtp_proto::Request;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::Shared;
+use crate::received::{TlsInfo, Trace};
+use crate::reply::{Refusal, Reply};
+use inbound::{Inbound, ReadError};
+
+/// What the connection should do after the session returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    /// Go on reading commands.
+    Continue,
+    /// Send what is queued and close.
+    Close,
+    /// Start the TLS handshake, then run the session again over TLS.
+    StartTls,
+}
+
+/// The client's greeting.
+#[derive(Debug, Clone)]
+pub(crate) struct Helo {
+    name: String,
+    extended: bool,
+}
+
+/// A mail transaction between MAIL and the end of DATA or the last BDAT chunk.
+#[derive(Debug)]
+pub(crate) struct Transaction {
+    reverse_path: String,
+    smtputf8: bool,
+    body: BodyType,
+    recipients: Vec<String>,
+    started: Instant,
+    /// The message being assembled from BDAT chunks, once the first chunk has arrived.
+    chunks: Option<bdat::Chunks>,
+}
+
+/// The state of one client's session.
+pub struct Session {
+    shared: Arc<Shared>,
+    client: SocketAddr,
+    helo: Option<Helo>,
+    tls: Option<TlsInfo>,
+    errors: u32,
+    transaction: Option<Transaction>,
+}
+
+impl Session {
+    /// A new session for the client at `client`.
+    pub fn new(shared: Arc<Shared>, client: SocketAddr) -> Self {
+        Session {
+            shared,
+            client,
+            helo: None,
+            tls: None,
+            errors: 0,
+            transaction: None,
+        }
+    }
+
+    /// Records the TLS layer and forgets what the client said before it (RFC 3207 section 4.2).
+    pub fn start_tls(&mut self, tls: TlsInfo) {
+        self.tls = Some(tls);
+        self.helo = None;
+        self.transaction = None;
+    }
+
+    /// Reads and answers commands until the session ends or asks for TLS.
+    pub async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        inbound: &mut Inbound<S>,
+    ) -> Next {
+        loop {
+            let config = &self.shared.smtp;
+            let line = inbound
+                .command_line(
+                    config.max_command_line,
+                    config.command_timeout,
+                    config.bare_newline,
+                )
+                .await;
+            let next = match line {
+                Ok(line) => self.command(&line, inbound).await,
+                Err(error) => self.read_failed(error, inbound),
+            };
+            if next != Next::Continue {
+                return next;
+            }
+        }
+    }
+
+    /// Answers a failed read: a refusal where the client can still hear one.
+    fn read_failed<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        error: ReadError,
+        inbound: &mut Inbound<S>,
+    ) -> Next {
+        let refusal = match error {
+            ReadError::LineTooLong => Refusal::CommandLineTooLong,
+            ReadError::Bare(kind) => Refusal::BareNewline(kind.as_str()),
+            ReadError::Timeout(_) => Refusal::CommandTimeout,
+            ReadError::Closed | ReadError::Io(_) => {
+                tracing::debug!(%error, "session ended by the client");
+                self.abandon("client_gone");
+                return Next::Close;
+            }
+        };
+        self.refuse(inbound, refusal)
+    }
+
+    /// Parses one command line and runs its stage.
+    async fn command<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        line: &[u8],
+        inbound: &mut Inbound<S>,
+    ) -> Next {
+        let answer = match Request::parse(&mut line.iter()) {
+            Err(error) => Err(parse_refusal(error)),
+            Ok(Request::Ehlo { host }) => Ok(self.hello(&host, true)),
+            Ok(Request::Helo { host }) => Ok(self.hello(&host, false)),
+            Ok(Request::Mail { from }) => self.mail(from),
+            Ok(Request::Rcpt { to }) => self.rcpt(to, line),
+            Ok(Request::Data) => return self.data(inbound).await,
+            Ok(Request::Bdat {
+                chunk_size,
+                is_last,
+            }) => {
+                return self.bdat(inbound, chunk_size, is_last).await;
+            }
+            Ok(Request::Rset) => {
+                self.abandon("rset");
+                Ok(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Ok(Request::Noop { .. }) => Ok(Reply::new(250, "2.0.0", "Ok")),
+            Ok(Request::Help { .. }) => Ok(Reply::new(
+                214,
+                "2.0.0",
+                "Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY STARTTLS",
+            )),
+            // RFC 5321 section 3.5.3: 252 when the server will not say whether a user exists.
+            Ok(Request::Vrfy { .. }) => Ok(Reply::new(
+                252,
+                "2.5.2",
+                "Cannot verify the user; send a message to try delivery",
+            )),
+            Ok(Request::StartTls) => return self.starttls(inbound),
+            Ok(Request::Quit) => {
+                self.abandon("quit");
+                inbound.reply(&Reply::new(221, "2.0.0", "Bye"));
+                return Next::Close;
+            }
+            Ok(Request::Expn { .. }) => Err(Refusal::NotImplemented("EXPN")),
+            Ok(Request::Auth { .. }) => Err(Refusal::NotImplemented("AUTH")),
+            Ok(Request::Etrn { .. }) => Err(Refusal::NotImplemented("ETRN")),
+            Ok(Request::Atrn { .. }) => Err(Refusal::NotImplemented("ATRN")),
+            Ok(Request::Burl { .. }) => Err(Refusal::NotImplemented("BURL")),
+            Ok(Request::Lhlo { .. }) => Err(Refusal::UnknownCommand),
+        };
+        match answer {
+            Ok(reply) => {
+                inbound.reply(&reply);
+                Next::Continue
+            }
+            Err(refusal) => self.refuse(inbound, refusal),
+        }
+    }
+
+    /// Sends a refusal, counts it, and ends the session when it or the error count says so.
+    fn refuse<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        inbound: &mut Inbound<S>,
+        refusal: Refusal,
+    ) -> Next {
+        let hostname = &self.shared.smtp.hostname;
+        let reply = refusal.reply(hostname);
+        tracing::debug!(refusal = refusal.name(), reply = %reply, "command refused");
+        inbound.reply(&reply);
+        if refusal.closes_session() {
+            self.abandon(refusal.name());
+            return Next::Close;
+        }
+
+        self.errors += 1;
+        if self.errors >= self.shared.smtp.max_errors {
+            tracing::warn!(
+                errors = self.errors,
+                "session dropped after too many errors"
+            );
+            inbound.reply(&Refusal::TooManyErrors.reply(hostname));
+            self.abandon(Refusal::TooManyErrors.name());
+            return Next::Close;
+        }
+        Next::Continue
+    }
+
+    /// STARTTLS (RFC 3207): agree, and let the connection run the handshake.
+    fn starttls<S: AsyncRead + AsyncWrite + Unpin>(&mut self, inbound: &mut Inbound<S>) -> Next {
+        if self.tls.is_some() {
+            return self.refuse(inbound, Refusal::AlreadyTls);
+        }
+        if self.shared.tls.is_none() {
+            return self.refuse(inbound, Refusal::TlsUnavailable);
+        }
+        if inbound.has_unread_input() {
+            // Commands pipelined after STARTTLS are dropped with the plain-text buffer, never
+            // run as if they came over TLS (CVE-2011-0411).
+            tracing::warn!("client pipelined commands after STARTTLS; they are discarded");
+        }
+        self.abandon("starttls");
+        inbound.reply(&Reply::new(220, "2.0.0", "Ready to start TLS"));
+        Next::StartTls
+    }
+
+    /// Ends the open transaction, if any, with one log line saying why.
+    fn abandon(&mut self, verdict: &str) {
+        if let Some(transaction) = self.transaction.take() {
+            self.log_transaction(&transaction, None, 0, verdict);
+        }
+    }
+
+    /// The Received header for a message of the current transaction.
+    fn trace_header(&self, transaction: &Transaction, queue_id: QueueId) -> Vec<u8> {
+        let helo = self.helo.as_ref();
+        Trace {
+            helo: helo.map(|helo| helo.name.as_str()).unwrap_or("unknown"),
+            extended: helo.is_some_and(|helo| helo.extended),
+            client_ip: self.client.ip(),
+            hostname: &self.shared.smtp.hostname,
+            tls: self.tls.as_ref(),
+            smtputf8: transaction.smtputf8,
+            queue_id,
+            recipients: &transaction.recipients,
+            now: unix_now(),
+        }
+        .header()
+        .into_bytes()
+    }
+
+    /// Spools a complete message and answers 250 with its queue id, or 451 if it cannot.
+    async fn enqueue<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        inbound: &mut Inbound<S>,
+        transaction: Transaction,
+        queue_id: QueueId,
+        message: Vec<u8>,
+        size: usize,
+    ) -> Next {
+        let envelope = Envelope {
+            reverse_path: transaction.reverse_path.clone(),
+            recipients: transaction.recipients.clone(),
+            smtputf8: transaction.smtputf8,
+            body: transaction.body,
+            client_ip: self.client.ip(),
+            helo: self
+                .helo
+                .as_ref()
+                .map(|helo| helo.name.clone())
+                .unwrap_or_default(),
+            received_at: unix_now(),
+        };
+        match self.shared.queue.accept(queue_id, envelope, message).await {
+            Ok(()) => {
+                self.log_transaction(&transaction, Some(queue_id), size, "accepted");
+                let reply = Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"));
+                inbound.reply(&reply);
+                Next::Continue
+            }
+            Err(error) => {
+                tracing::error!(queue_id = %queue_id, %error, "message could not be spooled");
+                self.log_transaction(&transaction, Some(queue_id), size, "queue_unavailable");
+                self.refuse(inbound, Refusal::QueueUnavailable)
+            }
+        }
+    }
+
+    /// The one log line of a transaction.
+    fn log_transaction(
+        &self,
+        transaction: &Transaction,
+        queue_id: Option<QueueId>,
+        size: usize,
+        verdict: &str,
+    ) {
+        tracing::info!(
+            queue_id = %queue_id.map(|id| id.to_string()).unwrap_or_else(|| "-".into()),
+            client_ip = %self.client.ip(),
+            helo = self.helo.as_ref().map(|helo| helo.name.as_str()).unwrap_or(""),
+            sender = %transaction.reverse_path,
+            recipients = %transaction.recipients.join(","),
+            size,
+            tls = self.tls.as_ref().map(|tls| tls.version.as_str()).unwrap_or("none"),
+            verdict,
+            ms = transaction.started.elapsed().as_millis() as u64,
+            "smtp transaction"
+        );
+    }
+}
+
+/// Maps a parser error to its refusal.
+fn parse_refusal(error: smtp_proto::Error) -> Refusal {
+    match error {
+        smtp_proto::Error::UnknownCommand => Refusal::UnknownCommand,
+        smtp_proto::Error::InvalidSenderAddress => Refusal::BadReversePath,
+        smtp_proto::Error::InvalidRecipientAddress => Refusal::BadForwardPath,
+        smtp_proto::Error::SyntaxError { syntax } => Refusal::Syntax(syntax.to_string()),
+        smtp_proto::Error::InvalidParameter { param } => {
+            Refusal::Syntax(format!("invalid value for the {param} parameter"))
+        }
+        smtp_proto::Error::UnsupportedParameter { param } => Refusal::UnsupportedParameter(param),
+        smtp_proto::Error::NeedsMoreData { .. }
+        | smtp_proto::Error::ResponseTooLong
+        | smtp_proto::Error::InvalidResponse { .. } => Refusal::UnknownCommand,
+    }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs())
+        .unwrap_or(0)
+}

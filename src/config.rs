@@ -1,0 +1,513 @@
+//! The configuration file: TOML parsed into serde structs, then validated into runtime settings.
+//!
+//! Every key is optional, so `moat serve` with no file runs the embedded default: SMTP on
+//! 127.0.0.1:2525, mail for `localhost` into a Maildir under `./moat-data`. See
+//! moat.example.toml for every key with its default.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use moat_delivery::{
+    DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE_LIFETIME, DEFAULT_RETRY_SCHEDULE, DeliveryConfig, Route,
+    Timeouts,
+};
+use moat_gateway::{AcceptedDomains, BareNewline, RecipientList, SmtpConfig};
+use serde::Deserialize;
+
+/// Where SMTP listens when nothing says otherwise: loopback and an unprivileged port, so a
+/// first run needs no root and exposes nothing.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+
+/// The data directory when nothing says otherwise, relative to the working directory.
+pub const DEFAULT_DATA_DIR: &str = "./moat-data";
+
+/// The domain accepted when the configuration names none.
+pub const DEFAULT_DOMAIN: &str = "localhost";
+
+/// Default timeout to open a connection to a downstream host.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default timeout for each downstream reply (RFC 5321 section 4.5.3.2 gives 5 minutes for most).
+const DEFAULT_DOWNSTREAM_COMMAND_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+
+/// Why the configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys; the parser's message gives the line.
+    #[error("config file {path}: {detail}")]
+    Syntax {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said, with line and column.
+        detail: String,
+    },
+    /// A key has a value Moat cannot use.
+    #[error("config {key} = {value:?}: {expected}")]
+    Value {
+        /// The key, with its section.
+        key: String,
+        /// The value found.
+        value: String,
+        /// What would be accepted.
+        expected: String,
+    },
+}
+
+/// The file as written: every key optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Where the queue, TLS files and default Maildir live.
+    pub data_dir: Option<PathBuf>,
+    /// The server's name in greetings and headers.
+    pub hostname: Option<String>,
+    /// The SMTP server.
+    #[serde(default)]
+    pub smtp: SmtpSection,
+    /// STARTTLS certificate.
+    #[serde(default)]
+    pub tls: TlsSection,
+    /// The queue and relay.
+    #[serde(default)]
+    pub delivery: DeliverySection,
+    /// Accepted domains.
+    #[serde(default)]
+    pub domain: Vec<DomainSection>,
+}
+
+/// `[smtp]`: see moat.example.toml for each key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct SmtpSection {
+    pub listen: Option<Vec<String>>,
+    pub max_message_size: Option<usize>,
+    pub max_recipients: Option<usize>,
+    pub max_errors: Option<u32>,
+    pub max_sessions: Option<usize>,
+    pub max_sessions_per_ip: Option<usize>,
+    pub max_command_line: Option<usize>,
+    pub max_text_line: Option<usize>,
+    pub command_timeout: Option<String>,
+    pub data_timeout: Option<String>,
+    pub pregreet_wait: Option<String>,
+    pub pregreet_pass_ttl: Option<String>,
+    pub bare_newline: Option<String>,
+}
+
+/// `[tls]`: PEM files; both or neither.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct TlsSection {
+    pub certificate: Option<PathBuf>,
+    pub private_key: Option<PathBuf>,
+}
+
+/// `[delivery]`: see moat.example.toml for each key.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DeliverySection {
+    pub concurrency: Option<usize>,
+    pub retry_schedule: Option<Vec<String>>,
+    pub max_queue_lifetime: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub command_timeout: Option<String>,
+    pub fallback_route: Option<String>,
+}
+
+/// `[[domain]]`: one accepted domain.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DomainSection {
+    pub name: String,
+    pub route: Option<String>,
+    pub recipients: Option<PathBuf>,
+}
+
+/// Command-line overrides of the file.
+#[derive(Debug, Default)]
+pub struct Overrides {
+    /// Replaces `[smtp] listen`.
+    pub listen: Vec<String>,
+    /// Replaces the domains with these, each accept-all into the default Maildir.
+    pub domains: Vec<String>,
+    /// Replaces `data_dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Validated settings, ready to start the services.
+#[derive(Debug)]
+pub struct Settings {
+    /// The data directory.
+    pub data_dir: PathBuf,
+    /// Listening addresses.
+    pub listen: Vec<SocketAddr>,
+    /// The SMTP server's settings.
+    pub smtp: SmtpConfig,
+    /// STARTTLS files, or `None` for the self-signed pair in the data directory.
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Accepted domains and their recipient lists.
+    pub domains: AcceptedDomains,
+    /// The queue manager's settings, with each domain's route.
+    pub delivery: DeliveryConfig,
+}
+
+impl FileConfig {
+    /// Reads and parses a configuration file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] or [`ConfigError::Syntax`] naming the file and line.
+    pub fn load(path: &Path) -> Result<FileConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            detail: error.to_string().trim_end().to_string(),
+        })
+    }
+
+    /// Applies the overrides and checks every value.
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming the first bad key and what it accepts.
+    pub fn validate(self, overrides: Overrides) -> Result<Settings, ConfigError> {
+        let data_dir = overrides
+            .data_dir
+            .or(self.data_dir)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+        let hostname = self.hostname.unwrap_or_else(system_hostname);
+        let default_route = Route::Maildir(data_dir.join("mail"));
+
+        let listen_texts = if overrides.listen.is_empty() {
+            self.smtp
+                .listen
+                .clone()
+                .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()])
+        } else {
+            overrides.listen
+        };
+        let listen = listen_texts
+            .iter()
+            .map(|text| {
+                text.parse::<SocketAddr>().map_err(|_| ConfigError::Value {
+                    key: "smtp.listen".into(),
+                    value: text.clone(),
+                    expected: "an IP address and port, as 0.0.0.0:25 or [::]:25".into(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+
+        let smtp = smtp_config(&self.smtp, hostname.clone())?;
+        let tls_files = match (self.tls.certificate, self.tls.private_key) {
+            (Some(certificate), Some(private_key)) => Some((certificate, private_key)),
+            (None, None) => None,
+            (certificate, _) => {
+                return Err(ConfigError::Value {
+                    key: "tls".into(),
+                    value: format!("{certificate:?}"),
+                    expected: "both certificate and private_key, or neither".into(),
+                });
+            }
+        };
+
+        let sections = if overrides.domains.is_empty() {
+            self.domain
+        } else {
+            overrides
+                .domains
+                .into_iter()
+                .map(|name| DomainSection {
+                    name,
+                    route: None,
+                    recipients: None,
+                })
+                .collect()
+        };
+        let (domains, routes) = domains(sections, &default_route)?;
+        let delivery = delivery_config(&self.delivery, hostname, routes)?;
+        Ok(Settings {
+            data_dir,
+            listen,
+            smtp,
+            tls_files,
+            domains,
+            delivery,
+        })
+    }
+}
+
+/// The SMTP server's settings from `[smtp]`.
+fn smtp_config(section: &SmtpSection, hostname: String) -> Result<SmtpConfig, ConfigError> {
+    let mut smtp = SmtpConfig::with_hostname(hostname);
+    let positive = |key: &str, value: Option<usize>, default: usize| match value {
+        Some(0) => Err(ConfigError::Value {
+            key: format!("smtp.{key}"),
+            value: "0".into(),
+            expected: "a number above 0".into(),
+        }),
+        Some(value) => Ok(value),
+        None => Ok(default),
+    };
+    smtp.max_message_size = positive(
+        "max_message_size",
+        section.max_message_size,
+        smtp.max_message_size,
+    )?;
+    smtp.max_recipients = positive(
+        "max_recipients",
+        section.max_recipients,
+        smtp.max_recipients,
+    )?;
+    smtp.max_sessions = positive("max_sessions", section.max_sessions, smtp.max_sessions)?;
+    smtp.max_sessions_per_ip = positive(
+        "max_sessions_per_ip",
+        section.max_sessions_per_ip,
+        smtp.max_sessions_per_ip,
+    )?;
+    smtp.max_command_line = positive(
+        "max_command_line",
+        section.max_command_line,
+        smtp.max_command_line,
+    )?;
+    smtp.max_text_line = section.max_text_line.unwrap_or(smtp.max_text_line);
+    smtp.max_errors = positive(
+        "max_errors",
+        section.max_errors.map(|n| n as usize),
+        smtp.max_errors as usize,
+    )? as u32;
+
+    let duration = |key: &str, value: &Option<String>, default: Duration| {
+        value.as_deref().map_or(Ok(default), |text| {
+            parse_duration(&format!("smtp.{key}"), text)
+        })
+    };
+    smtp.command_timeout = duration(
+        "command_timeout",
+        &section.command_timeout,
+        smtp.command_timeout,
+    )?;
+    smtp.data_timeout = duration("data_timeout", &section.data_timeout, smtp.data_timeout)?;
+    smtp.pregreet_wait = duration("pregreet_wait", &section.pregreet_wait, smtp.pregreet_wait)?;
+    smtp.pregreet_pass_ttl = duration(
+        "pregreet_pass_ttl",
+        &section.pregreet_pass_ttl,
+        smtp.pregreet_pass_ttl,
+    )?;
+
+    smtp.bare_newline = match section.bare_newline.as_deref() {
+        None | Some("reject") => BareNewline::Reject,
+        Some("normalize") => BareNewline::Normalize,
+        Some(other) => {
+            return Err(ConfigError::Value {
+                key: "smtp.bare_newline".into(),
+                value: other.into(),
+                expected: "\"reject\" or \"normalize\"".into(),
+            });
+        }
+    };
+    Ok(smtp)
+}
+
+/// Accepted domains with their recipient lists, and their routes.
+fn domains(
+    sections: Vec<DomainSection>,
+    default_route: &Route,
+) -> Result<(AcceptedDomains, HashMap<String, Route>), ConfigError> {
+    let sections = if sections.is_empty() {
+        vec![DomainSection {
+            name: DEFAULT_DOMAIN.into(),
+            route: None,
+            recipients: None,
+        }]
+    } else {
+        sections
+    };
+
+    let mut accepted = AcceptedDomains::new();
+    let mut routes = HashMap::new();
+    for section in sections {
+        let name = section
+            .name
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        if name.is_empty() || name.contains(['@', ' ', '/']) {
+            return Err(ConfigError::Value {
+                key: "domain.name".into(),
+                value: section.name,
+                expected: "a domain name, as example.com".into(),
+            });
+        }
+        if routes.contains_key(&name) {
+            return Err(ConfigError::Value {
+                key: "domain.name".into(),
+                value: name,
+                expected: "each domain once".into(),
+            });
+        }
+
+        let route = match &section.route {
+            Some(text) => text.parse::<Route>().map_err(|error| ConfigError::Value {
+                key: format!("domain {name} route"),
+                value: text.clone(),
+                expected: error.to_string(),
+            })?,
+            None => default_route.clone(),
+        };
+        let recipients = match &section.recipients {
+            Some(path) => RecipientList::load(path, &name).map_err(|error| ConfigError::Value {
+                key: format!("domain {name} recipients"),
+                value: path.display().to_string(),
+                expected: format!("a readable file of local parts ({})", error.source),
+            })?,
+            None => RecipientList::AcceptAll,
+        };
+        accepted.insert(&name, recipients);
+        routes.insert(name, route);
+    }
+    Ok((accepted, routes))
+}
+
+/// The queue manager's settings from `[delivery]`.
+fn delivery_config(
+    section: &DeliverySection,
+    hostname: String,
+    routes: HashMap<String, Route>,
+) -> Result<DeliveryConfig, ConfigError> {
+    let retry_schedule = match &section.retry_schedule {
+        Some(texts) if texts.is_empty() => {
+            return Err(ConfigError::Value {
+                key: "delivery.retry_schedule".into(),
+                value: "[]".into(),
+                expected: "at least one duration, as [\"5m\", \"1h\"]".into(),
+            });
+        }
+        Some(texts) => texts
+            .iter()
+            .map(|text| parse_duration("delivery.retry_schedule", text))
+            .collect::<Result<Vec<_>, _>>()?,
+        None => DEFAULT_RETRY_SCHEDULE.to_vec(),
+    };
+    let duration = |key: &str, value: &Option<String>, default: Duration| {
+        value.as_deref().map_or(Ok(default), |text| {
+            parse_duration(&format!("delivery.{key}"), text)
+        })
+    };
+    let fallback_route = match &section.fallback_route {
+        Some(text) => Some(text.parse::<Route>().map_err(|error| ConfigError::Value {
+            key: "delivery.fallback_route".into(),
+            value: text.clone(),
+            expected: error.to_string(),
+        })?),
+        None => None,
+    };
+
+    Ok(DeliveryConfig {
+        hostname,
+        routes,
+        fallback_route,
+        concurrency: section.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
+        retry_schedule,
+        max_queue_lifetime: duration(
+            "max_queue_lifetime",
+            &section.max_queue_lifetime,
+            DEFAULT_MAX_QUEUE_LIFETIME,
+        )?,
+        timeouts: Timeouts {
+            connect: duration(
+                "connect_timeout",
+                &section.connect_timeout,
+                DEFAULT_CONNECT_TIMEOUT,
+            )?,
+            command: duration(
+                "command_timeout",
+                &section.command_timeout,
+                DEFAULT_DOWNSTREAM_COMMAND_TIMEOUT,
+            )?,
+            data: duration(
+                "command_timeout",
+                &section.command_timeout,
+                DEFAULT_DOWNSTREAM_COMMAND_TIMEOUT,
+            )?,
+        },
+    })
+}
+
+/// Parses "30s", "5m", "1h30m", "5d".
+fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|error| ConfigError::Value {
+        key: key.into(),
+        value: text.into(),
+        expected: format!("a duration such as \"30s\", \"5m\", \"2h\" or \"5d\" ({error})"),
+    })
+}
+
+/// The machine's host name, or `localhost` when it cannot be read.
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|name| name.trim().to_string())
+        .ok()
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_gives_the_embedded_default() {
+        let settings = FileConfig::default()
+            .validate(Overrides::default())
+            .expect("valid");
+        assert_eq!(
+            settings.listen,
+            vec![DEFAULT_LISTEN.parse::<SocketAddr>().expect("addr")]
+        );
+        assert_eq!(settings.domains.check("anyone@localhost"), Ok(()));
+        assert_eq!(
+            settings.delivery.routes.get("localhost"),
+            Some(&Route::Maildir(
+                PathBuf::from(DEFAULT_DATA_DIR).join("mail")
+            ))
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_reported_with_their_line() {
+        let error = toml::from_str::<FileConfig>("[smtp]\nmax_mesage_size = 10\n")
+            .expect_err("unknown key");
+        let text = error.to_string();
+        assert!(text.contains("line 2"), "{text}");
+        assert!(text.contains("max_mesage_size"), "{text}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_what_is_accepted() {
+        let file: FileConfig =
+            toml::from_str("[smtp]\nbare_newline = \"lenient\"\n").expect("parses");
+        let error = file
+            .validate(Overrides::default())
+            .expect_err("bad value")
+            .to_string();
+        assert!(error.contains("smtp.bare_newline"), "{error}");
+        assert!(error.contains("\"reject\" or \"normalize\""), "{error}");
+    }
+}
