@@ -18,11 +18,11 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Moat;
+use common::{Moat, repo_root};
 
 /// Messages the client sends in each test.
 const MESSAGES: usize = 3_000;
@@ -66,7 +66,6 @@ fn crash_during_load(name: &str, when: When) {
     let mut moat = Moat::start(&format!(
         r#"
 [smtp]
-pregreet_wait = "0s"
 max_sessions_per_ip = 1000
 
 [delivery]
@@ -181,9 +180,10 @@ route = "maildir:MAILDIR_ROOT"
 }
 
 fn start_client(name: &str, port_file: &Path, acked: &Path, failed: &Path) -> Child {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/send_numbered.py");
-    Command::new("python3")
-        .arg(script)
+    // As common::python does, but spawned: the client runs while the test kills and restarts.
+    let interpreter = std::env::var("MOAT_TEST_PYTHON").unwrap_or_else(|_| "python3".to_owned());
+    Command::new(interpreter)
+        .arg(repo_root().join("tests/support/send_numbered.py"))
         .arg("--port-file")
         .arg(port_file)
         .args([
@@ -203,6 +203,7 @@ fn start_client(name: &str, port_file: &Path, acked: &Path, failed: &Path) -> Ch
         .arg("--failed")
         .arg(failed)
         .args(["--deadline", &DEADLINE.as_secs().to_string()])
+        .stdin(Stdio::null())
         .spawn()
         .expect("python3 runs tests/support/send_numbered.py")
 }

@@ -876,7 +876,7 @@ pub fn cpython_corpus() -> Vec<CorpusMessage> {
 pub fn spamassassin_corpus() -> Vec<CorpusMessage> {
     let dir = corpus_dir("spamassassin");
     let mut messages = Vec::new();
-    for group in list_dir(&dir) {
+    for group in list_dir(&dir).into_iter().filter(|p| p.is_dir()) {
         let group_name = group
             .file_name()
             .and_then(OsStr::to_str)
