@@ -118,9 +118,16 @@ fn a_message_to_several_recipients_gets_one_lmtp_reply_per_recipient() {
     let delivered = fetch("imap_fetch.py", dovecot.imap_addr, &others, 1);
     // Dovecot logs "save failed" for each attempt that met the read-only home.
     let failed_save = format!("lmtp({locked})");
-    wait_for_log(&dovecot, "two failed attempts for the locked recipient", |log| {
-        log.lines().filter(|l| l.contains(&failed_save) && l.contains("save failed")).count() >= 2
-    });
+    wait_for_log(
+        &dovecot,
+        "two failed attempts for the locked recipient",
+        |log| {
+            log.lines()
+                .filter(|l| l.contains(&failed_save) && l.contains("save failed"))
+                .count()
+                >= 2
+        },
+    );
     set_mode(&locked_home, 0o777);
     let late = fetch("imap_fetch.py", dovecot.imap_addr, &[locked], 1);
     // Time for a wrong second copy to the others to arrive, if Moat sent one with the retries.
@@ -128,11 +135,23 @@ fn a_message_to_several_recipients_gets_one_lmtp_reply_per_recipient() {
     let after = fetch("imap_fetch.py", dovecot.imap_addr, &others, 1);
 
     for user in others {
-        assert_eq!(delivered[user].len(), 1, "copies for {user} right after sending");
-        assert_eq!(after[user].len(), 1, "copies for {user} after the retries: sent twice?");
+        assert_eq!(
+            delivered[user].len(),
+            1,
+            "copies for {user} right after sending"
+        );
+        assert_eq!(
+            after[user].len(),
+            1,
+            "copies for {user} after the retries: sent twice?"
+        );
         assert_unchanged(user, &message, &delivered[user][0]);
     }
-    assert_eq!(late[locked].len(), 1, "copies for {locked}, whose home was read-only at first");
+    assert_eq!(
+        late[locked].len(),
+        1,
+        "copies for {locked}, whose home was read-only at first"
+    );
     assert_unchanged(locked, &message, &late[locked][0]);
 }
 

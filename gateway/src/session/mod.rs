@@ -340,3 +340,6 @@ fn unix_now() -> u64 {
         .map(|elapsed| elapsed.as_secs())
         .unwrap_or(0)
 }
+
+#[cfg(test)]
+mod transcript_tests;
