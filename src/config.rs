@@ -491,6 +491,23 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("moat.example.toml");
+        let settings = FileConfig::load(&path)
+            .expect("parses")
+            .validate(Overrides::default());
+        let settings = settings.expect("validates");
+        assert_eq!(
+            settings.smtp.max_message_size,
+            moat_gateway::DEFAULT_MAX_MESSAGE_SIZE
+        );
+        assert_eq!(
+            settings.delivery.retry_schedule,
+            DEFAULT_RETRY_SCHEDULE.to_vec()
+        );
+    }
+
+    #[test]
     fn unknown_keys_are_reported_with_their_line() {
         let error = toml::from_str::<FileConfig>("[smtp]\nmax_mesage_size = 10\n")
             .expect_err("unknown key");

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Semaphore, mpsc};
 
@@ -40,6 +40,11 @@ pub const DEFAULT_MAX_QUEUE_LIFETIME: Duration = Duration::from_secs(5 * 24 * 36
 /// Default number of deliveries in flight: enough to keep a storage server busy over loopback
 /// or a LAN without opening more connections than Dovecot's default LMTP process limit.
 pub const DEFAULT_CONCURRENCY: usize = 20;
+
+/// How long an idle downstream connection is kept for reuse. Long enough to carry a burst of
+/// messages, short enough not to hold storage servers' LMTP processes (Postfix keeps cached
+/// connections 2 s; Dovecot's LMTP has no idle limit of its own).
+const IDLE_CONNECTION_LIMIT: Duration = Duration::from_secs(5);
 
 /// How the queue manager delivers.
 #[derive(Debug, Clone)]
@@ -78,8 +83,9 @@ struct Inner {
     spool: Spool,
     config: DeliveryConfig,
     jobs: mpsc::UnboundedSender<Job>,
-    /// Idle downstream connections by host, reused for the next message to the same host.
-    idle: Mutex<HashMap<String, Vec<Connection>>>,
+    /// Idle downstream connections by host, with when each went idle, reused for the next
+    /// message to the same host.
+    idle: Mutex<HashMap<String, Vec<(Connection, Instant)>>>,
 }
 
 impl Queue {
@@ -105,6 +111,7 @@ impl Queue {
             tracing::info!(messages = recovered, "queue recovered after start");
         }
         tokio::spawn(queue.clone().dispatch(receiver));
+        tokio::spawn(queue.clone().close_idle_connections());
         Ok(queue)
     }
 
@@ -411,13 +418,15 @@ impl Queue {
         (hosts.join(","), results)
     }
 
+    /// The most recently idled connection to `host`, if one is fresh enough.
     fn take_idle(&self, host: &str) -> Option<Connection> {
         let mut idle = self
             .inner
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.get_mut(host).and_then(Vec::pop)
+        let (connection, since) = idle.get_mut(host)?.pop()?;
+        (since.elapsed() < IDLE_CONNECTION_LIMIT).then_some(connection)
     }
 
     fn put_idle(&self, connection: Connection) {
@@ -429,9 +438,38 @@ impl Queue {
             .idle
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        idle.entry(connection.host().to_string())
+        let host = connection.host().to_string();
+        idle.entry(host)
             .or_default()
-            .push(connection);
+            .push((connection, Instant::now()));
+    }
+
+    /// Says QUIT on connections idle for longer than the limit, every few seconds.
+    async fn close_idle_connections(self) {
+        let mut ticks = tokio::time::interval(IDLE_CONNECTION_LIMIT);
+        loop {
+            ticks.tick().await;
+            let expired: Vec<Connection> = {
+                let mut idle = self
+                    .inner
+                    .idle
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let mut expired = Vec::new();
+                for connections in idle.values_mut() {
+                    let (old, fresh): (Vec<_>, Vec<_>) = connections
+                        .drain(..)
+                        .partition(|(_, since)| since.elapsed() >= IDLE_CONNECTION_LIMIT);
+                    *connections = fresh;
+                    expired.extend(old.into_iter().map(|(connection, _)| connection));
+                }
+                idle.retain(|_, connections| !connections.is_empty());
+                expired
+            };
+            for connection in expired {
+                connection.quit().await;
+            }
+        }
     }
 
     /// Sends one bounce for the failed recipients, unless the reverse-path is null.

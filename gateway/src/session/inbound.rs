@@ -149,8 +149,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
     ///
     /// # Errors
     /// [`ReadError::LineTooLong`] after a line of more than `max` octets (read to its end, so the
-    /// session can go on), [`ReadError::Bare`] for a bare LF under the reject policy, and the
-    /// connection errors.
+    /// session can go on), [`ReadError::Bare`] for a bare LF under the reject policy or a bare
+    /// CR under either, and the connection errors.
     pub async fn command_line(
         &mut self,
         max: usize,
@@ -169,6 +169,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
                     return Err(ReadError::Bare(BareKind::Lf));
                 }
                 let line_end = if bare { length - 1 } else { length - 2 };
+                // A CR inside a command is refused under either policy: Postfix's normalize
+                // covers LF only, and a CR that one parser ignores and another takes as a line
+                // end is exactly how commands get smuggled.
+                if pending[..line_end].contains(&b'\r') {
+                    return Err(ReadError::Bare(BareKind::Cr));
+                }
                 let mut line = pending[..line_end].to_vec();
                 line.extend_from_slice(b"\r\n");
                 return Ok(line);
@@ -294,6 +300,20 @@ mod tests {
         assert_eq!(line, b"NOOP\r\n");
         let refused = inbound.command_line(512, WAIT, BareNewline::Reject).await;
         assert!(matches!(refused, Err(ReadError::Bare(BareKind::Lf))));
+    }
+
+    #[tokio::test]
+    async fn a_bare_cr_in_a_command_is_refused_under_either_policy() {
+        let (mut client, server) = duplex(1024);
+        client
+            .write_all(b"RCPT TO:<a@example.com>\rDATA\r\n")
+            .await
+            .expect("write to duplex");
+        let mut inbound = Inbound::new(server, WAIT);
+        let refused = inbound
+            .command_line(512, WAIT, BareNewline::Normalize)
+            .await;
+        assert!(matches!(refused, Err(ReadError::Bare(BareKind::Cr))));
     }
 
     #[tokio::test]
