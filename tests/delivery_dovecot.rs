@@ -12,19 +12,22 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    CorpusMessage, DOVECOT_PASSWORD, Dovecot, Moat, SmtpConnection, TempDir, cpython_corpus,
-    every_nth, first_difference, free_port, python, python_ok, smtp_crlf, spamassassin_corpus,
-    strip_received,
+    CorpusMessage, DOVECOT_PASSWORD, Dovecot, Moat, SmtpConnection, TempDir, assert_has_hard_cases,
+    cpython_corpus, every_nth, first_difference, free_port, python, python_ok, smtp_crlf,
+    spamassassin_corpus, strip_received,
 };
 
 const DOMAIN: &str = "example.com";
 const SENDER: &str = "sender@example.org";
+const FAILOVER_USER: &str = "failover@example.com";
 
 /// Every how many SpamAssassin messages one is delivered to Dovecot.
 const SAMPLE_EVERY: usize = 25;
@@ -60,6 +63,7 @@ fn cpython_corpus_and_spamassassin_sample_read_back_over_imap_are_unchanged() {
     let moat = Moat::start(&config(&lmtp_route(&[dovecot.lmtp_addr]), "30s"));
     let mut messages = cpython_corpus();
     messages.extend(every_nth(&spamassassin_corpus(), SAMPLE_EVERY));
+    assert_has_hard_cases(&messages);
 
     send_corpus(&moat, &messages);
     let users: Vec<String> = messages.iter().map(address).collect();
@@ -162,24 +166,9 @@ fn mail_fails_over_to_the_standby_when_nothing_listens_on_the_primary() {
     let moat = Moat::start(&config(&lmtp_route(&[nothing, standby.lmtp_addr]), "30s"));
     let message = test_message("primary refuses connections");
 
-    send(&moat, &["failover@example.com"], &message);
-    let mailboxes = fetch(
-        "imap_fetch.py",
-        standby.imap_addr,
-        &["failover@example.com"],
-        1,
-    );
+    send(&moat, &[FAILOVER_USER], &message);
 
-    assert_eq!(
-        mailboxes["failover@example.com"].len(),
-        1,
-        "copies at the standby"
-    );
-    assert_unchanged(
-        "failover@example.com",
-        &message,
-        &mailboxes["failover@example.com"][0],
-    );
+    assert_arrived_once(&standby, FAILOVER_USER, &message);
 }
 
 #[test]
@@ -191,59 +180,63 @@ fn mail_fails_over_to_the_standby_when_the_primary_dovecot_is_stopped() {
     let moat = Moat::start(&config(&route, "30s"));
     let message = test_message("primary stopped");
 
-    send(&moat, &["failover@example.com"], &message);
-    let mailboxes = fetch(
-        "imap_fetch.py",
-        standby.imap_addr,
-        &["failover@example.com"],
-        1,
-    );
+    send(&moat, &[FAILOVER_USER], &message);
 
-    assert_eq!(
-        mailboxes["failover@example.com"].len(),
-        1,
-        "copies at the standby"
-    );
-    assert_unchanged(
-        "failover@example.com",
-        &message,
-        &mailboxes["failover@example.com"][0],
-    );
+    assert_arrived_once(&standby, FAILOVER_USER, &message);
 }
 
 /// The primary accepts the connection and never says a word; after `command_timeout` Moat must
 /// give up on it and use the standby.
 #[test]
 fn mail_fails_over_to_the_standby_when_the_primary_never_greets() {
-    let silent = TcpListener::bind("127.0.0.1:0").expect("bind a silent LMTP server");
-    let silent_addr = silent.local_addr().expect("the silent server's address");
-    // Accepted connections are kept open, unanswered, until the test ends.
-    thread::spawn(move || silent.incoming().collect::<Vec<_>>());
+    let (primary, connections) = fake_primary(b"");
     let standby = Dovecot::start();
-    let moat = Moat::start(&config(
-        &lmtp_route(&[silent_addr, standby.lmtp_addr]),
-        "2s",
-    ));
+    let route = lmtp_route(&[primary, standby.lmtp_addr]);
+    let moat = Moat::start(&config(&route, "2s"));
     let message = test_message("primary never greets");
 
-    send(&moat, &["failover@example.com"], &message);
-    let mailboxes = fetch(
-        "imap_fetch.py",
-        standby.imap_addr,
-        &["failover@example.com"],
-        1,
-    );
+    send(&moat, &[FAILOVER_USER], &message);
 
-    assert_eq!(
-        mailboxes["failover@example.com"].len(),
-        1,
-        "copies at the standby"
+    assert_arrived_once(&standby, FAILOVER_USER, &message);
+    assert!(
+        connections.try_recv().is_ok(),
+        "Moat never tried the primary"
     );
-    assert_unchanged(
-        "failover@example.com",
-        &message,
-        &mailboxes["failover@example.com"][0],
+}
+
+/// The primary greets with 421, as a server shutting down does (RFC 5321 section 3.8).
+#[test]
+fn mail_fails_over_to_the_standby_when_the_primary_greets_with_421() {
+    let (primary, connections) = fake_primary(b"421 4.3.2 lmtp.example.com shutting down\r\n");
+    let standby = Dovecot::start();
+    let route = lmtp_route(&[primary, standby.lmtp_addr]);
+    let moat = Moat::start(&config(&route, "30s"));
+    let message = test_message("primary greets with 421");
+
+    send(&moat, &[FAILOVER_USER], &message);
+
+    assert_arrived_once(&standby, FAILOVER_USER, &message);
+    assert!(
+        connections.try_recv().is_ok(),
+        "Moat never tried the primary"
     );
+}
+
+/// A primary LMTP host that writes `greeting` to each connection and then keeps it open without
+/// a word more. Returns its address and a channel that gets one message per connection.
+fn fake_primary(greeting: &'static [u8]) -> (SocketAddr, mpsc::Receiver<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a fake LMTP server");
+    let addr = listener.local_addr().expect("the fake server's address");
+    let (connected, connections) = mpsc::channel();
+    thread::spawn(move || {
+        let mut open = Vec::new();
+        for mut stream in listener.incoming().flatten() {
+            let _ = stream.write_all(greeting);
+            open.push(stream);
+            let _ = connected.send(());
+        }
+    });
+    (addr, connections)
 }
 
 #[test]
@@ -262,24 +255,31 @@ fn mail_waits_in_the_queue_while_primary_and_standby_are_down_and_arrives_when_o
     thread::sleep(Duration::from_secs(4));
     let stored_while_down = [&primary, &standby].map(|d| maildir_files(&d.home(user)).len());
     standby.resume();
-    let mailboxes = fetch("imap_fetch.py", standby.imap_addr, &[user], 1);
 
     assert_eq!(
         stored_while_down,
         [0, 0],
-        "messages stored while both hosts were down"
+        "messages stored while both were down"
     );
-    assert_eq!(
-        mailboxes[user].len(),
-        1,
-        "copies at the standby after it came back"
-    );
-    assert_unchanged(user, &message, &mailboxes[user][0]);
+    assert_arrived_once(&standby, user, &message);
+    let log = moat.log();
     assert!(
-        !moat.log().to_lowercase().contains("bounce"),
-        "Moat bounced instead of retrying:\n{}",
-        moat.log()
+        !log.to_lowercase().contains("bounce"),
+        "Moat bounced the message:\n{log}"
     );
+}
+
+/// Waits until `user` has a message at `dovecot` and asserts it is the only one, unchanged.
+fn assert_arrived_once(dovecot: &Dovecot, user: &str, message: &[u8]) {
+    let mailboxes = fetch("imap_fetch.py", dovecot.imap_addr, &[user], 1);
+    let copies = &mailboxes[user];
+    assert_eq!(
+        copies.len(),
+        1,
+        "copies for {user} at {}",
+        dovecot.lmtp_addr
+    );
+    assert_unchanged(user, message, &copies[0]);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -22,8 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{
-    CorpusMessage, Moat, TempDir, cpython_corpus, every_nth, first_difference, maildir_new, python,
-    smtp_crlf, spamassassin_corpus, strip_received,
+    CorpusMessage, Moat, TempDir, assert_has_hard_cases, cpython_corpus, every_nth,
+    first_difference, maildir_new, python, smtp_crlf, spamassassin_corpus, strip_received,
 };
 
 /// How long the last message may take to reach its Maildir after the last 250. Delivery to a
@@ -80,6 +80,7 @@ fn cpython_corpus_and_spamassassin_sample_sent_with_swaks_starttls_pipelining_ar
     let work = TempDir::new("swaks");
     let mut messages = cpython_corpus();
     messages.extend(every_nth(&spamassassin_corpus(), SAMPLE_EVERY));
+    assert_has_hard_cases(&messages);
 
     send_with_swaks(&moat, work.path(), &messages);
 
@@ -91,6 +92,7 @@ fn cpython_corpus_and_spamassassin_sample_sent_in_bdat_chunks_arrive_unchanged()
     let moat = Moat::start(CONFIG);
     let mut messages = cpython_corpus();
     messages.extend(every_nth(&spamassassin_corpus(), SAMPLE_EVERY));
+    assert_has_hard_cases(&messages);
 
     send_with_python(&moat, "send_bdat.py", &messages, &[]);
 
@@ -102,6 +104,7 @@ fn cpython_corpus_and_spamassassin_sample_sent_in_pipelined_bdat_over_starttls_a
     let moat = Moat::start(CONFIG);
     let mut messages = cpython_corpus();
     messages.extend(every_nth(&spamassassin_corpus(), SAMPLE_EVERY));
+    assert_has_hard_cases(&messages);
 
     send_with_python(
         &moat,

@@ -134,7 +134,7 @@ async fn connection(
         Err(refusal) => {
             tracing::warn!(refusal = refusal.name(), "connection refused");
             inbound.reply(&refusal.reply(&hostname));
-            let _ = inbound.flush().await;
+            inbound.close().await;
             return;
         }
     };
@@ -183,14 +183,18 @@ async fn connection(
     run(&mut session, &mut inbound).await;
 }
 
-/// Runs the session and sends what it queued last.
+/// Runs the session; sends what it queued last, and closes unless TLS comes next.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     session: &mut Session,
     inbound: &mut Inbound<S>,
 ) -> Next {
     let next = session.run(inbound).await;
+    if next != Next::StartTls {
+        inbound.close().await;
+        return next;
+    }
     if let Err(error) = inbound.flush().await {
-        tracing::debug!(%error, "last reply not delivered");
+        tracing::debug!(%error, "STARTTLS reply not delivered");
         return Next::Close;
     }
     next
@@ -227,7 +231,7 @@ async fn passes_pregreet(shared: &Shared, ip: IpAddr, inbound: &mut Inbound<TcpS
                 "client talked before the greeting"
             );
             inbound.reply(&Refusal::PregreetTalker.reply(&shared.smtp.hostname));
-            let _ = inbound.flush().await;
+            inbound.close().await;
             false
         }
         Err(error) => {

@@ -111,11 +111,13 @@ impl AcceptedDomains {
             return Err(Refusal::RoutedLocalPart(address.to_string()));
         }
 
+        // RFC 5321 section 4.5.1: every domain that takes mail must take mail for postmaster,
+        // whatever its recipient list says.
+        let local = local.to_lowercase();
         match list {
             RecipientList::AcceptAll => Ok(()),
-            RecipientList::Listed(local_parts) if local_parts.contains(&local.to_lowercase()) => {
-                Ok(())
-            }
+            RecipientList::Listed(_) if local == "postmaster" => Ok(()),
+            RecipientList::Listed(local_parts) if local_parts.contains(&local) => Ok(()),
             RecipientList::Listed(_) => Err(Refusal::UnknownUser(address.to_string())),
         }
     }

@@ -121,6 +121,11 @@ pub enum Refusal {
     AlreadyTls,
     /// STARTTLS is not offered (no certificate could be loaded).
     TlsUnavailable,
+    /// A BDAT command whose chunk size cannot be read: the chunk's end is unknown, so the
+    /// session cannot go on safely.
+    BadChunkSize,
+    /// STARTTLS with a parameter (RFC 3207 section 4).
+    StartTlsParameter,
     /// The spool could not store the message; the client should retry.
     QueueUnavailable,
     /// The server is shutting down.
@@ -158,6 +163,8 @@ impl Refusal {
             Refusal::NoValidRecipients => "no_valid_recipients",
             Refusal::AlreadyTls => "already_tls",
             Refusal::TlsUnavailable => "tls_unavailable",
+            Refusal::BadChunkSize => "bad_chunk_size",
+            Refusal::StartTlsParameter => "starttls_parameter",
             Refusal::QueueUnavailable => "queue_unavailable",
             Refusal::ShuttingDown => "shutting_down",
         }
@@ -242,6 +249,14 @@ impl Refusal {
             Refusal::TlsUnavailable => {
                 Reply::new(454, "4.7.0", "TLS not available due to local problem")
             }
+            Refusal::BadChunkSize => Reply::new(
+                501,
+                "5.5.4",
+                format!("{host} Syntax: BDAT chunk-size [LAST]; closing, the chunk end is unknown"),
+            ),
+            Refusal::StartTlsParameter => {
+                Reply::new(501, "5.5.4", "Syntax: STARTTLS (no parameters allowed)")
+            }
             Refusal::QueueUnavailable => Reply::new(
                 451,
                 "4.3.0",
@@ -264,6 +279,7 @@ impl Refusal {
                 | Refusal::CommandTimeout
                 | Refusal::DataTimeout
                 | Refusal::BareNewline(_)
+                | Refusal::BadChunkSize
                 | Refusal::ShuttingDown
         )
     }

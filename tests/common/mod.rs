@@ -174,8 +174,11 @@ impl Moat {
     ///   `pregreet_wait = "0s"`, each only if the body does not set that key itself.
     ///
     /// So `Moat::start("")` accepts mail for `localhost` into [`Moat::maildir`], and a test of
-    /// the pregreet delay writes `[smtp]` with its own `pregreet_wait`. The process runs in the
-    /// temporary directory with `NO_COLOR=1` and `RUST_LOG=info` unless `RUST_LOG` is set.
+    /// the pregreet delay writes `[smtp]` with its own `pregreet_wait`. The body must not set
+    /// `data_dir`. The process runs in the temporary directory with `NO_COLOR=1` and
+    /// `RUST_LOG=info`; set `MOAT_TEST_RUST_LOG` for another filter, one that keeps the info
+    /// lines of the listeners. (A `RUST_LOG` of the caller's is ignored: `RUST_LOG=warn` would
+    /// hide the line the harness waits for.)
     ///
     /// # Panics
     ///
@@ -261,7 +264,7 @@ impl Moat {
             .open(&self.log_path)
             .expect("open Moat's log file");
         let log_offset = log.metadata().map_or(0, |m| m.len()) as usize;
-        let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+        let rust_log = std::env::var("MOAT_TEST_RUST_LOG").unwrap_or_else(|_| "info".to_owned());
         let child = Command::new(env!("CARGO_BIN_EXE_moat"))
             .arg("serve")
             .arg("--config")
@@ -326,7 +329,7 @@ fn compose_config(body: &str, data_dir: &Path) -> (String, usize) {
     let mut listen_value = None;
     let mut has_pregreet = false;
     for (index, line) in body.lines().enumerate() {
-        let line = line.trim();
+        let line = line.split('#').next().unwrap_or("").trim();
         if line.starts_with('[') {
             in_smtp = line == "[smtp]";
             if in_smtp {
@@ -908,6 +911,35 @@ pub fn spamassassin_corpus() -> Vec<CorpusMessage> {
 /// Every `n`th message, starting with the first: a deterministic sample.
 pub fn every_nth(messages: &[CorpusMessage], n: usize) -> Vec<CorpusMessage> {
     messages.iter().step_by(n).cloned().collect()
+}
+
+/// Asserts that `messages` hold each case a transport tends to get wrong: 8-bit bytes, a line
+/// over the 998 octets of RFC 5322, a line that starts with a dot, a bare CR. A sample that lost
+/// one of them would pass without testing it.
+pub fn assert_has_hard_cases(messages: &[CorpusMessage]) {
+    fn lines(raw: &[u8]) -> impl Iterator<Item = &[u8]> {
+        raw.split(|&b| b == b'\n')
+    }
+    type Case = (&'static str, fn(&[u8]) -> bool);
+    let cases: [Case; 4] = [
+        ("8-bit bytes", |raw| raw.iter().any(|&b| b >= 0x80)),
+        ("a line over 998 octets", |raw| {
+            lines(raw).any(|l| l.len() > 999)
+        }),
+        ("a line starting with a dot", |raw| {
+            lines(raw).any(|l| l.starts_with(b"."))
+        }),
+        ("a bare CR", |raw| {
+            raw.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n')
+        }),
+    ];
+    let raws: Vec<Vec<u8>> = messages.iter().map(CorpusMessage::raw).collect();
+    for (case, test) in cases {
+        assert!(
+            raws.iter().any(|raw| test(raw)),
+            "no message in the sample has {case}"
+        );
+    }
 }
 
 fn corpus_dir(name: &str) -> PathBuf {

@@ -15,6 +15,12 @@ use crate::reply::Reply;
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
 
+/// How long a closing session waits for the client to finish sending and close its side.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The most a closing session reads and drops before it stops waiting for the client.
+const CLOSE_DRAIN_LIMIT: usize = 1024 * 1024;
+
 /// Why reading from the client stopped.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -113,25 +119,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
             self.start = 0;
         }
 
-        let used = self.input.len();
-        self.input.resize(used + READ_CHUNK, 0);
-        let read = tokio::time::timeout(timeout, self.stream.read(&mut self.input[used..])).await;
-        let count = match read {
+        self.input.reserve(READ_CHUNK);
+        let count = match tokio::time::timeout(timeout, self.stream.read_buf(&mut self.input)).await
+        {
             Ok(Ok(count)) => count,
-            Ok(Err(error)) => {
-                self.input.truncate(used);
-                return Err(error.into());
-            }
-            Err(_) => {
-                self.input.truncate(used);
-                return Err(ReadError::Timeout(timeout));
-            }
+            Ok(Err(error)) => return Err(error.into()),
+            Err(_) => return Err(ReadError::Timeout(timeout)),
         };
-        self.input.truncate(used + count);
         if count == 0 {
             return Err(ReadError::Closed);
         }
         Ok(())
+    }
+
+    /// Sends queued replies, closes the sending side, and reads what the client still sends
+    /// for a moment, so the last reply is not lost to a TCP reset (which a close with unread
+    /// input causes). Over TLS the shutdown also sends close_notify.
+    pub async fn close(&mut self) {
+        if self.flush().await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.stream.shutdown()).await;
+        let drain = async {
+            let mut discard = [0u8; 4096];
+            let mut total = 0;
+            while total < CLOSE_DRAIN_LIMIT {
+                match self.stream.read(&mut discard).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(count) => total += count,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, drain).await;
     }
 
     /// Waits up to `wait` for the client to send anything, without consuming it.

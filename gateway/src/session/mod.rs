@@ -134,7 +134,14 @@ impl Session {
         line: &[u8],
         inbound: &mut Inbound<S>,
     ) -> Next {
+        // smtp-proto reads an over-long number as a small one (it wraps), so sizes are checked
+        // on the raw line first.
+        if let Some(refusal) = oversized_number(line, self.shared.smtp.max_message_size) {
+            return self.refuse(inbound, refusal);
+        }
+
         let answer = match Request::parse(&mut line.iter()) {
+            Err(_) if starts_with_command(line, b"BDAT") => Err(Refusal::BadChunkSize),
             Err(error) => Err(parse_refusal(error)),
             Ok(Request::Ehlo { host }) => Ok(self.hello(&host, true)),
             Ok(Request::Helo { host }) => Ok(self.hello(&host, false)),
@@ -163,6 +170,9 @@ impl Session {
                 "2.5.2",
                 "Cannot verify the user; send a message to try delivery",
             )),
+            Ok(Request::StartTls) if line.len() != b"STARTTLS\r\n".len() => {
+                Err(Refusal::StartTlsParameter)
+            }
             Ok(Request::StartTls) => return self.starttls(inbound),
             Ok(Request::Quit) => {
                 self.abandon("quit");
@@ -314,6 +324,42 @@ impl Session {
             "smtp transaction"
         );
     }
+}
+
+/// Whether `line` starts with the command `name`, in any case.
+fn starts_with_command(line: &[u8], name: &[u8]) -> bool {
+    line.len() > name.len()
+        && line[..name.len()].eq_ignore_ascii_case(name)
+        && line[name.len()].is_ascii_whitespace()
+}
+
+/// Finds a size the parser would misread: a BDAT chunk size or a MAIL `SIZE=` value with more
+/// digits than a 64-bit number holds.
+fn oversized_number(line: &[u8], max_message_size: usize) -> Option<Refusal> {
+    const MAX_DIGITS: usize = 19;
+    let digits_after = |start: usize| {
+        line[start..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+
+    if starts_with_command(line, b"BDAT") {
+        let start = 5 + line[5..].iter().take_while(|b| **b == b' ').count();
+        return (digits_after(start) > MAX_DIGITS).then_some(Refusal::BadChunkSize);
+    }
+    if starts_with_command(line, b"MAIL") {
+        // Parameters follow the reverse-path, so an address cannot look like one.
+        let parameters = line
+            .iter()
+            .rposition(|&b| b == b'>')
+            .map_or(0, |end| end + 1);
+        let upper = line[parameters..].to_ascii_uppercase();
+        let start = parameters + upper.windows(5).position(|window| window == b"SIZE=")? + 5;
+        return (digits_after(start) > MAX_DIGITS)
+            .then_some(Refusal::DeclaredSizeTooBig(max_message_size));
+    }
+    None
 }
 
 /// Maps a parser error to its refusal.

@@ -244,3 +244,19 @@ async fn an_oversized_message_is_read_to_its_end_then_refused() {
     );
     assert_eq!(replies[1], "250 2.0.0 Ok");
 }
+
+#[tokio::test]
+async fn a_bdat_line_that_cannot_be_parsed_closes_the_session() {
+    let mut transcript = start("bdat-syntax", BareNewline::Reject).await;
+    transcript
+        .exchange(
+            b"EHLO c.example.org\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<b@example.com>\r\n",
+            3,
+        )
+        .await;
+    let replies = transcript
+        .exchange(b"BDAT 10 FOO\r\nQUIT\r\nQUIT\r\n", 1)
+        .await;
+    assert!(replies[0].starts_with("501 5.5.4"), "{replies:?}");
+    assert_eq!(transcript.session.await.expect("session ends"), Next::Close);
+}
