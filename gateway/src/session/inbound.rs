@@ -176,6 +176,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
         timeout: Duration,
         policy: BareNewline,
     ) -> Result<Vec<u8>, ReadError> {
+        // The whole line must arrive within the timeout, not each byte of it: a client that
+        // trickles a byte a minute would otherwise hold the session for ever.
+        let deadline = tokio::time::Instant::now() + timeout;
         let mut discarding = false;
         loop {
             let pending = &self.input[self.start..];
@@ -203,7 +206,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
                 discarding = true;
                 self.start = self.input.len() - 1;
             }
-            self.fill(timeout).await?;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ReadError::Timeout(timeout));
+            }
+            self.fill(remaining).await?;
         }
     }
 
