@@ -19,6 +19,10 @@ impl Session {
             return Err(Refusal::BadSequence("nested MAIL command"));
         }
 
+        // RFC 5321 section 4.1.2: no control characters, even quoted.
+        if from.address.chars().any(char::is_control) {
+            return Err(Refusal::BadReversePath);
+        }
         let smtputf8 = from.flags & MAIL_SMTPUTF8 != 0;
         if !smtputf8 && !from.address.is_ascii() {
             return Err(Refusal::Utf8WithoutSmtputf8);

@@ -19,6 +19,10 @@ impl Session {
         if transaction.recipients.len() >= self.shared.smtp.max_recipients {
             return Err(Refusal::TooManyRecipients);
         }
+        // RFC 5321 section 4.1.2: no control characters, even quoted.
+        if to.address.chars().any(char::is_control) {
+            return Err(Refusal::BadForwardPath);
+        }
         if !transaction.smtputf8 && !to.address.is_ascii() {
             return Err(Refusal::Utf8WithoutSmtputf8);
         }

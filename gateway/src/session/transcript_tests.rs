@@ -260,3 +260,15 @@ async fn a_bdat_line_that_cannot_be_parsed_closes_the_session() {
     assert!(replies[0].starts_with("501 5.5.4"), "{replies:?}");
     assert_eq!(transcript.session.await.expect("session ends"), Next::Close);
 }
+
+#[tokio::test]
+async fn control_characters_in_addresses_are_refused() {
+    let mut transcript = start("control", BareNewline::Reject).await;
+    transcript
+        .exchange(b"EHLO c.example.org\r\nMAIL FROM:<a@example.org>\r\n", 2)
+        .await;
+    let replies = transcript
+        .exchange(b"RCPT TO:<\"nul\x00\"@example.com>\r\n", 1)
+        .await;
+    assert_eq!(replies[0], "501 5.1.3 Bad recipient address syntax");
+}
