@@ -276,7 +276,15 @@ EOF
 # --- One measurement --------------------------------------------------------------------------
 
 SOURCE_FLAGS=(-s "$SESSIONS")
-[[ $REUSE == 1 ]] && SOURCE_FLAGS+=(-d)
+# Each mode has its own section in the results file, so both can be kept side by side.
+if [[ $REUSE == 1 ]]; then
+    SOURCE_FLAGS+=(-d)
+    MODE="connections reused"
+    MODE_TEXT="Each session sends all its messages over one connection (smtp-source -d)."
+else
+    MODE="one connection per message"
+    MODE_TEXT="One connection per message, as smtp-source does without -d, as an MX mostly sees."
+fi
 
 port_of() {
     case $1 in
@@ -411,13 +419,13 @@ SOURCE_SHOWN="smtp-source ${SOURCE_FLAGS[*]} -m $MESSAGES -l SIZE -f $SENDER -t 
 
 section() {
     cat <<EOF
-## SMTP relay throughput, Moat and Postfix (bench/smtp.sh)
+## SMTP relay throughput, Moat and Postfix, $MODE (bench/smtp.sh)
 
 Run $(date -u '+%Y-%m-%d %H:%M UTC') at Moat $REV ($DIRTY files changed or untracked).
 
 End to end: from the start of smtp-source until smtp-sink had received every message. Median of
 $RUNS alternating runs in bold, each run in brackets. Bodies are the given size plus about 200
-octets of headers from smtp-source. $( [[ $REUSE == 1 ]] && echo "Each session sends all its messages over one connection (-d)." || echo "One connection per message, as smtp-source does without -d.")
+octets of headers from smtp-source. $MODE_TEXT
 
 $(table)
 
@@ -461,8 +469,8 @@ echo
 echo "$SECTION" | sed -n '/^| body size | sessions/,/^$/p'
 
 # Replace the previous section between the markers, or append one.
-BEGIN_MARK='<!-- bench/smtp.sh: begin -->'
-END_MARK='<!-- bench/smtp.sh: end -->'
+BEGIN_MARK="<!-- bench/smtp.sh, $MODE: begin -->"
+END_MARK="<!-- bench/smtp.sh, $MODE: end -->"
 [[ -f $RESULTS ]] || printf '# Moat benchmark results\n\nFigures written by the scripts in bench/.\n' >"$RESULTS"
 {
     # Everything outside the markers, without the blank lines that ended up at the end.

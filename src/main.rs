@@ -1,6 +1,8 @@
 //! `moat`: the one binary of the Moat mail gateway; `moat serve` runs the gateway and its queue.
 
 mod config;
+mod dnsbl;
+mod greylist;
 mod serve;
 
 use std::path::PathBuf;
@@ -48,6 +50,16 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// DNS blocklists: `moat dnsbl serve` runs a DNS node serving rbldnsd-compatible zones.
+    Dnsbl {
+        #[command(subcommand)]
+        command: dnsbl::Command,
+    },
+    /// Triplet greylisting: `moat greylist policy` serves Postfix's policy protocol.
+    Greylist {
+        #[command(subcommand)]
+        command: greylist::Command,
+    },
 }
 
 /// A failure with the exit code that says its kind.
@@ -86,6 +98,8 @@ fn main() -> ExitCode {
                 data_dir,
             },
         ),
+        Command::Dnsbl { command } => dnsbl::run(command),
+        Command::Greylist { command } => greylist::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,17 +1,19 @@
 //! Crash safety: Moat is killed with SIGKILL in the middle of a load and restarted on the same
 //! data directory, and every message it had answered 250 is then delivered.
 //!
-//! The client is tests/support/send_numbered.py: each message has its own Message-ID, and the
+//! The client is `tests/support/send_numbered.py`: each message has its own Message-ID, and the
 //! client writes down each Message-ID the moment its 250 arrives. After the restart and the
 //! drain, every one of those must be in the Maildir. Messages whose transaction was cut by the
 //! kill carry no promise; the report counts those that arrived anyway.
 //!
-//! Duplicates are allowed (a delivery that finished just before the kill may be made again after
-//! the restart, since the queue file was not yet removed) and are printed, not failed, up to one
-//! per delivery that could have been in flight at the kill. More than that means the restart
-//! redelivers mail it had already finished with, and the test fails.
+//! Duplicates are allowed and printed, not failed, up to one per delivery that could have been
+//! in flight at each kill: a delivery that reached the Maildir just before the kill is made again
+//! after the restart, because its queue file was not removed yet. More duplicates than that
+//! would mean the restart redelivers mail it had finished with, and the test fails.
 //!
-//! Each test kills at a different moment of the load; deadlines, not timings, bound them.
+//! The tests kill at different moments: early in the load, in its middle, and twice in a row
+//! (the second time as soon as the restarted Moat listens, having just read its queue back,
+//! while the clients reconnect). Deadlines, not timings, bound them.
 
 mod common;
 
@@ -28,8 +30,8 @@ use common::{Moat, repo_root};
 const MESSAGES: usize = 3_000;
 /// Client sessions in parallel.
 const SESSIONS: usize = 8;
-/// Delivery concurrency configured in Moat: the most deliveries that can be cut by one kill, and
-/// so the most duplicates a kill may cause.
+/// Delivery concurrency configured in Moat: the most deliveries one kill can cut, and so the
+/// most duplicates one kill may cause.
 const DELIVERY_CONCURRENCY: usize = 20;
 /// Time allowed for the whole test: only a stuck server reaches it.
 const DEADLINE: Duration = Duration::from_secs(600);
@@ -39,29 +41,33 @@ const LOCAL_PART: &str = "crash";
 
 #[test]
 fn acknowledged_messages_survive_a_kill_early_in_the_load() {
-    crash_during_load("early", When::AfterAcks(MESSAGES / 20));
+    crash_during_load("early", &[Kill::AfterAcks(MESSAGES / 20)]);
 }
 
 #[test]
 fn acknowledged_messages_survive_a_kill_in_the_middle_of_the_load() {
-    crash_during_load("middle", When::AfterAcks(MESSAGES / 2));
+    crash_during_load("middle", &[Kill::AfterAcks(MESSAGES / 2)]);
 }
 
 #[test]
-fn acknowledged_messages_survive_a_kill_while_the_queue_drains() {
-    crash_during_load("drain", When::AfterClientFinished);
+fn acknowledged_messages_survive_a_second_kill_during_recovery() {
+    crash_during_load(
+        "twice",
+        &[Kill::AfterAcks(MESSAGES / 3), Kill::AsSoonAsListening],
+    );
 }
 
-/// The moment of the kill.
+/// The moment of a kill.
 #[derive(Debug, Clone, Copy)]
-enum When {
-    /// Once the client has recorded this many 250 replies.
+enum Kill {
+    /// Once the client has recorded this many 250 replies in all.
     AfterAcks(usize),
-    /// Right after the client has sent its last message, while deliveries may still be queued.
-    AfterClientFinished,
+    /// As soon as the restarted Moat listens, while the clients reconnect and the messages it
+    /// read back from its queue are being delivered again.
+    AsSoonAsListening,
 }
 
-fn crash_during_load(name: &str, when: When) {
+fn crash_during_load(name: &str, kills: &[Kill]) {
     let deadline = Instant::now() + DEADLINE;
     let mut moat = Moat::start(&format!(
         r#"
@@ -76,68 +82,77 @@ name = "{DOMAIN}"
 route = "maildir:MAILDIR_ROOT"
 "#
     ));
-    let work = moat
-        .data_dir
-        .parent()
-        .expect("data_dir has a parent")
-        .join(format!("client-{name}"));
-    fs::create_dir_all(&work).expect("client folder");
+    let maildir = moat.maildir(DOMAIN, LOCAL_PART);
+    let queue = moat.data_dir.join("queue");
+    let work = moat.dir().join("client");
+    fs::create_dir_all(&work).expect("create the client's folder");
     let acked_file = work.join("acked");
     let failed_file = work.join("failed");
     let port_file = work.join("port");
-    fs::write(&port_file, moat.smtp_addr.port().to_string()).expect("port file");
-
+    write_port(&port_file, &moat);
     let mut client = start_client(name, &port_file, &acked_file, &failed_file);
 
-    // Wait for the moment, then kill.
-    match when {
-        When::AfterAcks(count) => {
+    for kill in kills {
+        if let Kill::AfterAcks(count) = *kill {
             while lines(&acked_file).len() < count {
                 assert!(
                     Instant::now() < deadline,
-                    "no {count} acks before the deadline"
+                    "{name}: {} of {count} acks before the deadline\n{}",
+                    lines(&acked_file).len(),
+                    log_tail(&moat)
                 );
-                assert!(
-                    client.try_wait().expect("client status").is_none(),
-                    "client ended early"
-                );
+                let ended = client.try_wait().expect("client status");
+                assert!(ended.is_none(), "{name}: client ended early: {ended:?}");
                 thread::sleep(Duration::from_millis(20));
             }
         }
-        When::AfterClientFinished => {
-            let status = wait_for(&mut client, deadline);
-            assert!(status.success(), "client failed before the kill: {status}");
-        }
-    }
-    let acked_at_kill = lines(&acked_file).len();
-    moat.kill9();
-    eprintln!("{name}: killed with {acked_at_kill} messages acknowledged");
+        let acked_at_kill = lines(&acked_file).len();
+        moat.kill9();
+        eprintln!(
+            "{name}: killed ({kill:?}) with {acked_at_kill} messages acknowledged and {} queued",
+            queued_messages(&queue).len()
+        );
 
-    // The client keeps retrying refused connections while Moat is down.
-    moat.restart();
-    fs::write(&port_file, moat.smtp_addr.port().to_string()).expect("port file");
+        // The client keeps retrying refused connections while Moat is down, and reads the new
+        // port from the file before each connection.
+        moat.restart();
+        write_port(&port_file, &moat);
+    }
 
     let status = wait_for(&mut client, deadline);
     assert!(
         status.success(),
-        "client did not send all messages: {status}\n{}",
-        moat.log()
+        "{name}: client did not send all messages: {status}\n{}",
+        log_tail(&moat)
     );
 
     let acked: BTreeSet<String> = lines(&acked_file).into_iter().map(first_field).collect();
     let failed: BTreeSet<String> = lines(&failed_file).into_iter().map(first_field).collect();
-    let maildir = moat.maildir(DOMAIN, LOCAL_PART);
-    let queue = moat.data_dir.join("queue");
     let delivered = wait_until_delivered(&maildir, &queue, &acked, deadline);
+    report_and_judge(name, kills.len(), &acked, &failed, &delivered, &moat);
+    assert!(
+        queued_messages(&queue).is_empty(),
+        "{name}: messages left in the queue"
+    );
+}
 
-    // Report first, then judge, so a failure shows the whole picture.
+/// Prints what happened to every message, then fails on a lost message, a stranger or too many
+/// duplicates.
+fn report_and_judge(
+    name: &str,
+    kills: usize,
+    acked: &BTreeSet<String>,
+    failed: &BTreeSet<String>,
+    delivered: &BTreeMap<String, usize>,
+    moat: &Moat,
+) {
     let missing: Vec<&String> = acked
         .iter()
         .filter(|id| !delivered.contains_key(*id))
         .collect();
     let duplicates: Vec<(&String, &usize)> =
         delivered.iter().filter(|(_, count)| **count > 1).collect();
-    let unacked_delivered = failed
+    let cut_but_delivered = failed
         .iter()
         .filter(|id| delivered.contains_key(*id))
         .count();
@@ -145,8 +160,10 @@ route = "maildir:MAILDIR_ROOT"
         .keys()
         .filter(|id| !acked.contains(*id) && !failed.contains(*id))
         .collect();
+
+    // Report first, so that a failure shows the whole picture.
     eprintln!(
-        "{name}: {} acknowledged, {} cut by the kill ({unacked_delivered} of them delivered \
+        "{name}: {} acknowledged, {} cut by a kill ({cut_but_delivered} of them delivered \
          anyway), {} distinct delivered, {} missing, {} duplicated",
         acked.len(),
         failed.len(),
@@ -160,23 +177,27 @@ route = "maildir:MAILDIR_ROOT"
 
     assert!(
         missing.is_empty(),
-        "acknowledged but not delivered: {missing:?}\n{}",
-        moat.log()
+        "{name}: acknowledged, not delivered: {missing:?}\n{}",
+        log_tail(moat)
     );
     assert!(
         strangers.is_empty(),
-        "delivered but never sent: {strangers:?}"
+        "{name}: delivered but never sent: {strangers:?}"
     );
+    let allowed = DELIVERY_CONCURRENCY * kills;
     assert!(
-        duplicates.len() <= DELIVERY_CONCURRENCY,
-        "{} duplicates after one kill, more than the {DELIVERY_CONCURRENCY} deliveries that can \
-         be in flight",
+        duplicates.len() <= allowed,
+        "{name}: {} duplicates after {kills} kills; at most {allowed} deliveries could be in \
+         flight",
         duplicates.len()
     );
-    assert!(
-        queued_messages(&queue).is_empty(),
-        "messages left in the queue"
-    );
+}
+
+fn write_port(port_file: &Path, moat: &Moat) {
+    // Written whole to a new file and renamed, so the client never reads half a number.
+    let fresh = port_file.with_extension("new");
+    fs::write(&fresh, moat.smtp_addr.port().to_string()).expect("write the port file");
+    fs::rename(&fresh, port_file).expect("rename the port file");
 }
 
 fn start_client(name: &str, port_file: &Path, acked: &Path, failed: &Path) -> Child {
@@ -268,7 +289,7 @@ fn message_id(message: &[u8]) -> Option<String> {
 }
 
 /// Messages still in the queue: every file under the queue directory but those in `tmp`, which
-/// never held an acknowledged message.
+/// never held an acknowledged message (Moat removes them at start).
 fn queued_messages(queue: &Path) -> Vec<PathBuf> {
     let Ok(entries) = fs::read_dir(queue) else {
         return Vec::new();
@@ -291,8 +312,8 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The complete lines of a file the client may be writing to at this moment.
 fn lines(path: &Path) -> Vec<String> {
-    // Only whole lines: the client may be writing the last one right now.
     let text = fs::read_to_string(path).unwrap_or_default();
     let complete = text.rfind('\n').map_or("", |end| &text[..end]);
     complete.lines().map(str::to_string).collect()
@@ -300,4 +321,12 @@ fn lines(path: &Path) -> Vec<String> {
 
 fn first_field(line: String) -> String {
     line.split('\t').next().unwrap_or_default().to_string()
+}
+
+/// The last lines of Moat's log: the whole log has a line per delivery, too many for a panic
+/// message. The harness keeps the directory with the full log when a test fails.
+fn log_tail(moat: &Moat) -> String {
+    let log = moat.log();
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }

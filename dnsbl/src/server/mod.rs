@@ -1,0 +1,142 @@
+//! The DNS node: UDP sockets answered by Moat's own loop (`udp.rs`), TCP by hickory-server
+//! with Moat's request handler (`handler.rs`), on each configured address.
+
+mod handler;
+mod udp;
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::{Settings, UdpEngine};
+use crate::error::Error;
+use crate::zones::Zones;
+
+/// How long a TCP client may stay silent before its connection is closed (RFC 7766
+/// section 6.2.3 suggests seconds, not minutes).
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The most a TCP connection may have queued for sending, in replies.
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// A kernel receive buffer large enough to ride out bursts while a thread is busy.
+const UDP_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// How many times binding on port 0 retries to find a port free for both UDP and TCP.
+const PORT_ATTEMPTS: usize = 20;
+
+/// A running DNS node.
+pub struct DnsServer {
+    addrs: Vec<SocketAddr>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+    hickory: hickory_server::Server<handler::Handler>,
+}
+
+impl DnsServer {
+    /// Binds every listen address of `settings` (UDP and TCP on the same port; port 0 picks
+    /// one) and starts answering from `zones`. Must be called inside a Tokio runtime.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Bind`] when an address cannot be bound.
+    pub fn start(settings: &Settings, zones: Zones) -> Result<DnsServer, Error> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut hickory = hickory_server::Server::new(handler::Handler::new(zones.clone()));
+        let mut addrs = Vec::new();
+        let mut threads = Vec::new();
+        let sockets = match settings.udp_engine {
+            UdpEngine::Fast => settings.udp_sockets,
+            UdpEngine::Hickory => 1,
+        };
+
+        for &requested in &settings.listen {
+            let (udp, tcp) = bind_pair(requested, sockets)?;
+            let addr = tcp.local_addr().map_err(|source| Error::Bind { addr: requested, protocol: "tcp", source })?;
+            tcp.set_nonblocking(true).map_err(|source| Error::Bind { addr, protocol: "tcp", source })?;
+            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|source| Error::Bind { addr, protocol: "tcp", source })?;
+            hickory.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+
+            for socket in udp {
+                match settings.udp_engine {
+                    UdpEngine::Fast => {
+                        let (zones, stop) = (zones.clone(), Arc::clone(&stop));
+                        let thread = std::thread::Builder::new()
+                            .name(format!("dnsbl-udp-{}", threads.len()))
+                            .spawn(move || udp::serve(socket, zones, stop))
+                            .map_err(|source| Error::Bind { addr, protocol: "udp", source })?;
+                        threads.push(thread);
+                    }
+                    UdpEngine::Hickory => {
+                        socket.set_nonblocking(true).map_err(|source| Error::Bind { addr, protocol: "udp", source })?;
+                        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|source| Error::Bind { addr, protocol: "udp", source })?;
+                        hickory.register_socket(socket);
+                    }
+                }
+            }
+            addrs.push(addr);
+        }
+        Ok(DnsServer { addrs, stop, threads, hickory })
+    }
+
+    /// The addresses bound (with the ports picked for port 0).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops answering: the UDP threads finish their current query, TCP connections close.
+    pub async fn shutdown(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Err(error) = self.hickory.shutdown_gracefully().await {
+            tracing::debug!(%error, "tcp server shutdown");
+        }
+        for thread in self.threads.drain(..) {
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+        }
+    }
+}
+
+/// Binds `sockets` UDP sockets and one TCP listener on the same address and port.
+fn bind_pair(requested: SocketAddr, sockets: usize) -> Result<(Vec<UdpSocket>, TcpListener), Error> {
+    let attempts = if requested.port() == 0 { PORT_ATTEMPTS } else { 1 };
+    let mut last_error = None;
+    for _ in 0..attempts {
+        let first = udp_socket(requested).map_err(|source| Error::Bind { addr: requested, protocol: "udp", source })?;
+        let addr = first.local_addr().map_err(|source| Error::Bind { addr: requested, protocol: "udp", source })?;
+        let tcp = match TcpListener::bind(addr) {
+            Ok(tcp) => tcp,
+            // On port 0, the port the kernel gave for UDP may be taken for TCP: try another.
+            Err(source) => {
+                last_error = Some(Error::Bind { addr, protocol: "tcp", source });
+                continue;
+            }
+        };
+        let mut udp = vec![first];
+        for _ in 1..sockets {
+            udp.push(udp_socket(addr).map_err(|source| Error::Bind { addr, protocol: "udp", source })?);
+        }
+        return Ok((udp, tcp));
+    }
+    Err(last_error.unwrap_or_else(|| Error::Bind {
+        addr: requested,
+        protocol: "tcp",
+        source: std::io::Error::other("no port free for both UDP and TCP"),
+    }))
+}
+
+/// A UDP socket on `addr` with SO_REUSEPORT, so several can share the port.
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    // A larger buffer only helps; the kernel caps it at net.core.rmem_max.
+    let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}

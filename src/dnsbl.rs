@@ -1,0 +1,126 @@
+//! `moat dnsbl serve`: a DNS blocklist node, serving rbldnsd-compatible zones over DNS.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use moat_dnsbl::{DnsServer, DnsblConfig, Settings, ZoneSpec, Zones};
+use serde::Deserialize;
+
+use crate::{Failure, exit, fail};
+
+/// The `moat dnsbl` subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Serve DNSBL zones over DNS (UDP and TCP) until SIGTERM; SIGHUP reloads changed files.
+    Serve {
+        /// A TOML configuration file whose `[dnsbl]` section is read (see moat.example.toml);
+        /// other sections are left to `moat serve`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Listen on this address instead, UDP and TCP (repeatable), as 127.0.0.1:5353.
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Serve a zone given as rbldnsd does, zone:type:file[,file...] (repeatable; a repeated
+        /// zone name adds a dataset to that zone).
+        #[arg(long)]
+        zone: Vec<String>,
+        /// UDP sockets (and threads) per address, sharing the port with SO_REUSEPORT.
+        #[arg(long)]
+        udp_sockets: Option<usize>,
+        /// Which code answers UDP: fast (Moat's loop) or hickory (hickory-server's).
+        #[arg(long)]
+        udp_engine: Option<String>,
+        /// Check dataset files for changes this often, as 30s or 1m; 0 reloads on SIGHUP only.
+        #[arg(long)]
+        check_interval: Option<String>,
+        /// Refuse a dataset with any malformed line instead of skipping the line.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
+/// A configuration file as `moat dnsbl` reads it: its `[dnsbl]` section, other sections
+/// ignored (they belong to `moat serve`, which checks them).
+#[derive(Deserialize)]
+struct File {
+    #[serde(default)]
+    dnsbl: Option<DnsblConfig>,
+    #[serde(flatten)]
+    _other: toml::Table,
+}
+
+/// Runs a `moat dnsbl` subcommand.
+pub(crate) fn run(command: Command) -> Result<(), Failure> {
+    let Command::Serve { config, listen, zone, udp_sockets, udp_engine, check_interval, strict } = command;
+
+    let (mut section, base) = match &config {
+        Some(path) => (read_section(path).map_err(fail(exit::CONFIG))?, config_dir(path)),
+        None => (DnsblConfig::default(), PathBuf::new()),
+    };
+    if !listen.is_empty() {
+        section.listen = listen;
+    }
+    section.udp_sockets = udp_sockets.or(section.udp_sockets);
+    section.udp_engine = udp_engine.or(section.udp_engine);
+    section.check_interval = check_interval.or(section.check_interval);
+    section.strict |= strict;
+    let mut settings = section
+        .validate(&base)
+        .with_context(|| config_origin(config.as_deref()))
+        .map_err(fail(exit::CONFIG))?;
+    let zones = zone
+        .iter()
+        .map(|z| ZoneSpec::parse_rbldnsd(z))
+        .collect::<Result<Vec<_>, _>>()
+        .context("--zone")
+        .map_err(fail(exit::CONFIG))?;
+    settings.add_zones(zones);
+    if settings.zones.is_empty() {
+        return Err(fail(exit::CONFIG)(anyhow::anyhow!(
+            "no zone to serve: give [[dnsbl.zone]] in the configuration or --zone zone:type:file"
+        )));
+    }
+    serve(settings)
+}
+
+fn serve(settings: Settings) -> Result<(), Failure> {
+    let zones = Zones::load(&settings).context("loading zones").map_err(fail(exit::CONFIG))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+        .map_err(fail(exit::SOFTWARE))?;
+    runtime.block_on(async move {
+        let server = DnsServer::start(&settings, zones.clone()).map_err(|e| fail(exit::UNAVAILABLE)(e.into()))?;
+        for addr in server.local_addrs() {
+            tracing::info!(%addr, udp_sockets = settings.udp_sockets, "dnsbl listening");
+        }
+        tokio::select! {
+            () = moat_dnsbl::watch(zones, settings.check_interval) => {}
+            () = crate::serve::shutdown_signal() => tracing::info!("shutting down"),
+        }
+        server.shutdown().await;
+        Ok(())
+    })
+}
+
+/// Reads the `[dnsbl]` section of a configuration file.
+fn read_section(path: &Path) -> anyhow::Result<DnsblConfig> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+    let file: File = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+    Ok(file.dnsbl.unwrap_or_default())
+}
+
+/// Relative dataset paths in a file are taken from the file's directory.
+fn config_dir(path: &Path) -> PathBuf {
+    path.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+fn config_origin(path: Option<&Path>) -> String {
+    match path {
+        Some(path) => format!("config file {}", path.display()),
+        None => "command line".to_owned(),
+    }
+}
