@@ -17,6 +17,10 @@ work=$(mktemp -d /tmp/moat-bench-greylist.XXXXXX)
 chmod 755 "$work"
 pids=()
 cleanup() {
+    # start_moat runs in a command substitution, a subshell: its pids come back through a file.
+    if [ -f "$work/pids" ]; then
+        while read -r pid; do pids+=("$pid"); done <"$work/pids"
+    fi
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
     rm -rf "$work"
@@ -49,7 +53,7 @@ start_moat() { # data-dir config -> port
     port=$(free_port)
     target/release/moat greylist policy --listen "127.0.0.1:$port" --data-dir "$1" \
         ${2:+--config "$2"} >"$1.log" 2>&1 &
-    pids+=($!)
+    echo $! >>"$work/pids"
     wait_port "$port"
     echo "$port"
 }

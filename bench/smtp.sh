@@ -78,6 +78,7 @@ FSTYPE=$(findmnt -n -o FSTYPE -T "$TMP" 2>/dev/null || stat -f -c %T "$TMP")
 
 # --- Cleanup ----------------------------------------------------------------------------------
 
+BUILD_PID=""
 SINK_PID=""
 MOAT_PID=""
 SOURCE_PID=""
@@ -99,6 +100,7 @@ stop_pid() {
 cleanup() {
     local rc=$?
     set +e
+    stop_pid "$BUILD_PID"
     stop_pid "$SOURCE_PID"
     if [[ $POSTFIX_STARTED == 1 ]]; then
         local master
@@ -159,7 +161,12 @@ MOAT_CONF=$TMP/moat.toml
 
 start_moat() {
     log "building Moat (release)"
-    (cd "$ROOT" && cargo build --release --bin moat) >&2
+    # In the background and waited for, so that an interrupt is handled at once, not after the
+    # build (bash runs traps only between foreground commands).
+    (cd "$ROOT" && exec cargo build --release --bin moat) >&2 &
+    BUILD_PID=$!
+    wait "$BUILD_PID" || die "cargo build failed"
+    BUILD_PID=""
     local bin=$ROOT/target/release/moat
 
     cat >"$MOAT_CONF" <<EOF
@@ -425,7 +432,8 @@ Run $(date -u '+%Y-%m-%d %H:%M UTC') at Moat $REV ($DIRTY files changed or untra
 
 End to end: from the start of smtp-source until smtp-sink had received every message. Median of
 $RUNS alternating runs in bold, each run in brackets. Bodies are the given size plus about 200
-octets of headers from smtp-source. $MODE_TEXT
+octets of headers from smtp-source.
+$MODE_TEXT
 
 $(table)
 
@@ -439,7 +447,6 @@ fatal or panic lines: $POSTFIX_PROBLEMS.
 Machine: $(nproc) cores, $(grep -m 1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'),
 $(awk '/MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo) memory, kernel $(uname -r),
 queues on $(df -P "$TMP" | awk 'NR == 2 { print $1 }') ($FSTYPE). Postfix $(postconf -d -h mail_version).
-Shared and noisy: compare figures from the same run only.
 
 Commands:
 

@@ -15,7 +15,8 @@ mod harness;
 use harness::{PolicyProcess, postfix_request};
 
 /// A one-second delay keeps the tests short; the window and age keep their order.
-const SHORT: &str = "delay = \"1s\"\nretry_window = \"1h\"\nmax_age = \"1d\"\nhostname = \"mx.rcpt.example\"\nsync_interval = \"100ms\"";
+const SHORT: &str = "delay = \"1s\"\nretry_window = \"1h\"\nmax_age = \"1d\"
+hostname = \"mx.rcpt.example\"\nsync_interval = \"100ms\"";
 
 fn baseline(instance: &str) -> Vec<(String, String)> {
     postfix_request(

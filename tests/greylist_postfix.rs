@@ -224,7 +224,8 @@ fn postfix_defers_the_first_attempt_and_accepts_the_retry_after_the_delay() {
     let (code, text, mut smtp) = try_rcpt(postfix.smtp_port);
     assert_eq!(code, 250, "{text}\nmaillog:\n{}", maillog(dir.path()));
     assert_eq!(smtp.command("DATA").code, 354);
-    let body = "From: alice@sender.example\r\nTo: bob@rcpt.example\r\nSubject: greylisted\r\n\r\nhello\r\n.";
+    let body = "From: alice@sender.example\r\nTo: bob@rcpt.example\r\n\
+                Subject: greylisted\r\n\r\nhello\r\n.";
     let reply = smtp.command(body);
     assert_eq!(reply.code, 250, "{}", reply.text());
     let _ = smtp.command("QUIT");

@@ -18,6 +18,8 @@ pub(crate) trait Key: Copy + Ord + Send + Sync + std::fmt::Debug {
     fn network(self, bits: u8) -> Self;
     /// The key with all bits after the first `bits` set: the last address of the block.
     fn broadcast(self, bits: u8) -> Self;
+    /// The first `bits` bits (at most 24) as an index.
+    fn top(self, bits: u8) -> usize;
 }
 
 macro_rules! impl_key {
@@ -30,6 +32,9 @@ macro_rules! impl_key {
             fn broadcast(self, bits: u8) -> Self {
                 if bits == 0 { <$t>::MAX } else { self | !(<$t>::MAX << ($width - u32::from(bits))) }
             }
+            fn top(self, bits: u8) -> usize {
+                if bits == 0 { 0 } else { usize::try_from(self >> ($width - u32::from(bits))).unwrap_or(0) }
+            }
         }
     };
 }
@@ -39,15 +44,89 @@ impl_key!(u128, 128);
 
 /// Keys with their value ids, sorted by key then id, so that an exclusion (id 0) comes first
 /// among the entries of its key. A key may have several values (rbldnsd answers all of them).
+///
+/// Big maps also keep where each run of keys with the same leading bits starts, so that a
+/// lookup binary-searches a run of about 16 keys instead of the whole array: two or three
+/// cache misses instead of twenty, for a quarter byte per entry.
 #[derive(Debug)]
 pub(crate) struct SortedMap<K> {
-    keys: Box<[K]>,
+    keys: KeySet<K>,
     values: Box<[ValueId]>,
 }
 
+/// Sorted keys with the bucket table that narrows a search to keys sharing leading bits.
+#[derive(Debug)]
+pub(crate) struct KeySet<K> {
+    keys: Box<[K]>,
+    /// `starts[b]` is the first index whose key's leading `bucket_bits` bits are `b`.
+    starts: Box<[u32]>,
+    bucket_bits: u8,
+}
+
+/// Maps smaller than this are searched whole; the bucket table would not pay for itself.
+const BUCKETED_FROM: usize = 4096;
+
 impl<K: Key> Default for SortedMap<K> {
     fn default() -> Self {
-        SortedMap { keys: Box::default(), values: Box::default() }
+        SortedMap { keys: KeySet::new(Box::default()), values: Box::default() }
+    }
+}
+
+impl<K: Key> KeySet<K> {
+    /// Indexes keys that are already sorted.
+    pub(crate) fn new(keys: Box<[K]>) -> KeySet<K> {
+        let (starts, bucket_bits) = buckets(&keys);
+        KeySet { keys, starts, bucket_bits }
+    }
+
+    /// Sorts and deduplicates `keys` (in parallel), then indexes them.
+    pub(crate) fn build(mut keys: Vec<K>) -> KeySet<K> {
+        keys.par_sort_unstable();
+        keys.dedup();
+        KeySet::new(keys.into_boxed_slice())
+    }
+
+    /// The index range of keys sharing `key`'s leading bits (the whole array if unbucketed).
+    fn bucket(&self, key: K) -> (usize, usize) {
+        if self.bucket_bits == 0 {
+            return (0, self.keys.len());
+        }
+        let b = key.top(self.bucket_bits);
+        let start = self.starts.get(b).map_or(self.keys.len(), |&s| s as usize);
+        let end = self.starts.get(b + 1).map_or(self.keys.len(), |&s| s as usize);
+        (start, end)
+    }
+
+    /// The first index whose key is not less than `key`.
+    pub(crate) fn lower_bound(&self, key: K) -> usize {
+        let (start, end) = self.bucket(key);
+        start + self.keys[start..end].partition_point(|k| *k < key)
+    }
+
+    /// The first index whose key is greater than `key`.
+    pub(crate) fn upper_bound(&self, key: K) -> usize {
+        let (start, end) = self.bucket(key);
+        start + self.keys[start..end].partition_point(|k| *k <= key)
+    }
+
+    /// Whether `key` is present.
+    pub(crate) fn contains(&self, key: K) -> bool {
+        self.keys.get(self.lower_bound(key)) == Some(&key)
+    }
+
+    /// Whether a key lies in `first..=last`.
+    pub(crate) fn any_in(&self, first: K, last: K) -> bool {
+        self.upper_bound(last) > self.lower_bound(first)
+    }
+
+    /// The number of keys.
+    pub(crate) fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Heap bytes held.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        self.keys.len() * std::mem::size_of::<K>() + self.starts.len() * 4
     }
 }
 
@@ -79,9 +158,9 @@ impl<K: Key> SortedMap<K> {
     }
 
     fn from_sorted(pairs: Vec<(K, ValueId)>) -> SortedMap<K> {
-        let keys = pairs.iter().map(|(k, _)| *k).collect();
+        let keys: Box<[K]> = pairs.iter().map(|(k, _)| *k).collect();
         let values = pairs.iter().map(|(_, v)| *v).collect();
-        SortedMap { keys, values }
+        SortedMap { keys: KeySet::new(keys), values }
     }
 
     /// The number of entries.
@@ -91,22 +170,41 @@ impl<K: Key> SortedMap<K> {
 
     /// The value ids of `key`, an exclusion first; empty if the key is absent.
     pub(crate) fn find(&self, key: K) -> &[ValueId] {
-        let start = self.keys.partition_point(|k| *k < key);
-        let end = start + self.keys[start..].partition_point(|k| *k == key);
+        let start = self.keys.lower_bound(key);
+        let end = start + self.keys.keys[start..].iter().take_while(|k| **k == key).count();
         &self.values[start..end]
     }
 
     /// Whether some key in `first..=last` has a listing (not only exclusions).
     pub(crate) fn lists_any_in(&self, first: K, last: K) -> bool {
-        let start = self.keys.partition_point(|k| *k < first);
-        let end = self.keys.partition_point(|k| *k <= last);
+        let start = self.keys.lower_bound(first);
+        let end = self.keys.upper_bound(last).max(start);
         self.values[start..end].iter().any(|&v| v != EXCLUDED)
     }
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.keys.len() * std::mem::size_of::<K>() + self.values.len() * 4
+        self.keys.heap_bytes() + self.values.len() * 4
     }
+}
+
+/// The bucket table of sorted `keys`: about 16 keys per bucket, none for small maps.
+fn buckets<K: Key>(keys: &[K]) -> (Box<[u32]>, u8) {
+    if keys.len() < BUCKETED_FROM {
+        return (Box::default(), 0);
+    }
+    let bits = u8::try_from(keys.len().ilog2().saturating_sub(4)).unwrap_or(20).min(20).min(K::WIDTH);
+    let count = 1usize << bits;
+    let mut starts = Vec::with_capacity(count + 1);
+    let mut i = 0;
+    for b in 0..count {
+        while i < keys.len() && keys[i].top(bits) < b {
+            i += 1;
+        }
+        starts.push(u32::try_from(i).unwrap_or(u32::MAX));
+    }
+    starts.push(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+    (starts.into(), bits)
 }
 
 /// Prefixes of several lengths with one value each, searched longest first: the longest
@@ -197,6 +295,21 @@ mod tests {
         assert!(map.find(6).is_empty());
         assert!(map.lists_any_in(6, 7));
         assert!(!map.lists_any_in(8, 9));
+    }
+
+    #[test]
+    fn bucketed_maps_find_what_unbucketed_ones_do() {
+        let pairs: Vec<(u32, ValueId)> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761), 1 + i % 3)).collect();
+        let map = SortedMap::build(pairs.clone());
+        assert!(map.keys.bucket_bits > 0);
+        for (key, value) in pairs.iter().step_by(7) {
+            assert_eq!(map.find(*key), &[*value]);
+            assert!(map.find(key.wrapping_add(1)).is_empty() || map.find(key.wrapping_add(1)).len() == 1);
+        }
+        assert!(map.lists_any_in(0, u32::MAX));
+        let (first, last) = (pairs[5].0, pairs[5].0);
+        assert!(map.lists_any_in(first, last));
+        assert!(!map.lists_any_in(first.wrapping_add(1), first.wrapping_add(1)) || map.find(first.wrapping_add(1)).len() == 1);
     }
 
     #[test]

@@ -48,7 +48,8 @@ fn main() -> ExitCode {
     }
     let seconds = start.elapsed().as_secs_f64();
     println!(
-        "requests={answered} deferred={deferred} connections={connections} seconds={seconds:.3} per_second={:.0}",
+        "requests={answered} deferred={deferred} connections={connections} \
+         seconds={seconds:.3} per_second={:.0}",
         answered as f64 / seconds
     );
     ExitCode::SUCCESS

@@ -296,10 +296,10 @@ impl GreylistSection {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(score) = self.only_above_score {
-            if !score.is_finite() {
-                return Err(bad("only_above_score", score, "a finite number"));
-            }
+        if let Some(score) = self.only_above_score
+            && !score.is_finite()
+        {
+            return Err(bad("only_above_score", score, "a finite number"));
         }
         Ok(Exemptions {
             clients,

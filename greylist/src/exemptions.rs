@@ -149,10 +149,10 @@ impl Exemptions {
         }
 
         // Gating: a request the earlier checks found clean enough is not delayed at all.
-        if let Some(threshold) = self.only_above_score {
-            if request.score.unwrap_or(0.0) <= threshold {
-                return Some(Exemption::ScoreNotAboveThreshold);
-            }
+        if let Some(threshold) = self.only_above_score
+            && request.score.unwrap_or(0.0) <= threshold
+        {
+            return Some(Exemption::ScoreNotAboveThreshold);
         }
         let confirmed = request
             .client_name

@@ -74,7 +74,8 @@ impl Greylist {
 
         if let Some(exemption) = self.exemptions.check(request) {
             self.metrics.count(shard, Outcome::Exempted);
-            tracing::debug!(client = %triplet.client, exemption = exemption.name(), "greylist exempt");
+            let exemption_name = exemption.name();
+            tracing::debug!(client = %triplet.client, exemption = exemption_name, "exempt");
             return Decision::Exempt { because: exemption };
         }
 

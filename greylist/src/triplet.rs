@@ -250,10 +250,10 @@ fn strip_batv(local: &str) -> &str {
         return rest.split_once("==").map_or(local, |(_, user)| user);
     }
     for prefix in ["prvs=", "msprvs1="] {
-        if let Some((_, user)) = local.strip_prefix(prefix).and_then(|r| r.split_once('=')) {
-            if !user.is_empty() {
-                return user;
-            }
+        if let Some((_, user)) = local.strip_prefix(prefix).and_then(|r| r.split_once('='))
+            && !user.is_empty()
+        {
+            return user;
         }
     }
     local

@@ -8,6 +8,7 @@ use super::line::ends_address;
 use super::value::{ValueId, ip4_text, parse_value};
 use super::{Dataset, Entry, Line};
 use crate::answer::{Answers, Want};
+use crate::index::KeySet;
 use crate::query::Subject;
 
 /// The id of the dataset's one value: the reader interns the first default line here.
@@ -43,23 +44,21 @@ impl Builder {
     }
 
     /// Sorts the addresses.
-    pub(crate) fn finish(mut self) -> Ip4TSet {
-        rayon::slice::ParallelSliceMut::par_sort_unstable(self.addrs.as_mut_slice());
-        self.addrs.dedup();
-        Ip4TSet { addrs: self.addrs.into_boxed_slice() }
+    pub(crate) fn finish(self) -> Ip4TSet {
+        Ip4TSet { addrs: KeySet::build(self.addrs) }
     }
 }
 
 /// A loaded ip4tset.
 #[derive(Debug)]
 pub(crate) struct Ip4TSet {
-    addrs: Box<[u32]>,
+    addrs: KeySet<u32>,
 }
 
 impl Ip4TSet {
     /// Answers for the address of `subject`, if it is listed.
     pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
-        let Some(addr) = subject.ip4.filter(|a| self.addrs.binary_search(a).is_ok()) else {
+        let Some(addr) = subject.ip4.filter(|&a| self.addrs.contains(a)) else {
             return false;
         };
         let mut buf = [0u8; 15];
@@ -70,9 +69,7 @@ impl Ip4TSet {
 
     /// Whether any address of `network/bits` is listed.
     pub(crate) fn lists_any_in(&self, network: u32, bits: u8) -> bool {
-        let last = network | !ip4_mask(bits);
-        let start = self.addrs.partition_point(|a| *a < network);
-        self.addrs.get(start).is_some_and(|a| *a <= last)
+        self.addrs.any_in(network, network | !ip4_mask(bits))
     }
 
     /// The number of addresses.
@@ -82,6 +79,6 @@ impl Ip4TSet {
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.addrs.len() * 4
+        self.addrs.heap_bytes()
     }
 }

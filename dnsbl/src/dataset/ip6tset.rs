@@ -11,7 +11,7 @@ use super::line::{ends_address, skip_space};
 use super::value::parse_value;
 use super::{Dataset, Entry, Line};
 use crate::answer::{Answers, Want};
-use crate::index::Key;
+use crate::index::{Key, KeySet};
 use crate::query::Subject;
 
 /// Reads one ip6tset line: `/64`, `!address`, or a `:A:TXT` default.
@@ -55,21 +55,16 @@ impl Builder {
     }
 
     /// Sorts both lists.
-    pub(crate) fn finish(mut self) -> Ip6TSet {
-        use rayon::slice::ParallelSliceMut;
-        self.blocks.par_sort_unstable();
-        self.blocks.dedup();
-        self.excluded.par_sort_unstable();
-        self.excluded.dedup();
-        Ip6TSet { blocks: self.blocks.into_boxed_slice(), excluded: self.excluded.into_boxed_slice() }
+    pub(crate) fn finish(self) -> Ip6TSet {
+        Ip6TSet { blocks: KeySet::build(self.blocks), excluded: KeySet::build(self.excluded) }
     }
 }
 
 /// A loaded ip6tset.
 #[derive(Debug)]
 pub(crate) struct Ip6TSet {
-    blocks: Box<[u64]>,
-    excluded: Box<[u128]>,
+    blocks: KeySet<u64>,
+    excluded: KeySet<u128>,
 }
 
 impl Ip6TSet {
@@ -79,7 +74,7 @@ impl Ip6TSet {
             return false;
         };
         let block = u64::try_from(addr >> 64).unwrap_or(0);
-        if self.blocks.binary_search(&block).is_err() || self.excluded.binary_search(&addr).is_ok() {
+        if !self.blocks.contains(block) || self.excluded.contains(addr) {
             return false;
         }
         let text = if want.txt { Ipv6Addr::from(addr).to_string() } else { String::new() };
@@ -91,8 +86,7 @@ impl Ip6TSet {
     pub(crate) fn lists_any_in(&self, network: u128, bits: u8) -> bool {
         let high = u64::try_from(network >> 64).unwrap_or(0);
         let (first, last) = if bits >= 64 { (high, high) } else { (high.network(bits), high.broadcast(bits)) };
-        let start = self.blocks.partition_point(|b| *b < first);
-        self.blocks.get(start).is_some_and(|b| *b <= last)
+        self.blocks.any_in(first, last)
     }
 
     /// The number of blocks and exclusions.
@@ -102,6 +96,6 @@ impl Ip6TSet {
 
     /// Heap bytes held.
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.blocks.len() * 8 + self.excluded.len() * 16
+        self.blocks.heap_bytes() + self.excluded.heap_bytes()
     }
 }

@@ -81,6 +81,9 @@ const UPSERT_CLIENT: &str = "INSERT INTO greylist_clients
         last_counted = GREATEST(last_counted, VALUES(last_counted)),
         last_seen = GREATEST(last_seen, VALUES(last_seen))";
 
+/// A triplet lookup's row: the shard's clock, then the newest record's columns if any.
+type TripletRow = (u64, Option<u64>, Option<u64>, Option<u8>);
+
 /// One shard: a primary for writes and authoritative reads, replicas for the rest.
 struct Shard {
     name: String,
@@ -226,10 +229,12 @@ impl Shard {
             match attempt.await {
                 Ok(Ok(conn)) => return Ok(conn),
                 Ok(Err(error)) => {
-                    tracing::debug!(shard = %self.name, replica = index, %error, "replica failed; reading the primary");
+                    let shard = &self.name;
+                    tracing::debug!(%shard, replica = index, %error, "replica failed; use primary");
                 }
                 Err(_) => {
-                    tracing::debug!(shard = %self.name, replica = index, "replica too slow; reading the primary");
+                    let shard = &self.name;
+                    tracing::debug!(%shard, replica = index, "replica too slow; use primary");
                 }
             }
         }
@@ -242,7 +247,7 @@ impl Shard {
         from_replica: bool,
     ) -> Result<(u64, Option<TripletRecord>), StoreError> {
         let mut conn = self.reader(from_replica).await?;
-        let row: Option<(u64, Option<u64>, Option<u64>, Option<u8>)> = conn
+        let row: Option<TripletRow> = conn
             .exec_first(READ_TRIPLET, (key,))
             .await
             .map_err(|e| self.error(e))?;
@@ -364,7 +369,8 @@ impl Shard {
             let sql = format!("ALTER TABLE {table} DROP PARTITION {}", names.join(", "));
             conn.query_drop(sql).await.map_err(|e| self.error(e))?;
             removed += old.iter().map(|(_, rows)| rows).sum::<u64>();
-            tracing::info!(shard = %self.name, table, partitions = names.len(), "greylist partitions dropped");
+            let (shard, partitions) = (&self.name, names.len());
+            tracing::info!(%shard, table, partitions, "greylist partitions dropped");
         }
         Ok(removed)
     }
