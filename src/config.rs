@@ -52,6 +52,9 @@ pub enum ConfigError {
         /// What the parser said, with line and column.
         detail: String,
     },
+    /// The `[greylist]` section has a value the greylist cannot use.
+    #[error("config {0}")]
+    Greylist(moat_greylist::ConfigError),
     /// A key has a value Moat cannot use.
     #[error("config {key} = {value:?}: {expected}")]
     Value {
@@ -84,6 +87,8 @@ pub struct FileConfig {
     /// Accepted domains.
     #[serde(default)]
     pub domain: Vec<DomainSection>,
+    /// Greylisting at RCPT; on when the section is present.
+    pub greylist: Option<moat_greylist::GreylistSection>,
 }
 
 /// `[smtp]`: see moat.example.toml for each key.
@@ -164,6 +169,8 @@ pub struct Settings {
     pub domains: AcceptedDomains,
     /// The queue manager's settings, with each domain's route.
     pub delivery: DeliveryConfig,
+    /// The greylist's settings, when `[greylist]` is present.
+    pub greylist: Option<moat_greylist::GreylistSettings>,
 }
 
 impl FileConfig {
@@ -241,7 +248,12 @@ impl FileConfig {
         };
         let (domains, routes) = domains(sections, &default_route)?;
         let delivery = delivery_config(&self.delivery, hostname, routes)?;
+        let greylist = match self.greylist {
+            Some(section) => Some(section.validate(&data_dir).map_err(ConfigError::Greylist)?),
+            None => None,
+        };
         Ok(Settings {
+            greylist,
             data_dir,
             listen,
             smtp,

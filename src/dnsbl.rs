@@ -52,10 +52,21 @@ struct File {
 
 /// Runs a `moat dnsbl` subcommand.
 pub(crate) fn run(command: Command) -> Result<(), Failure> {
-    let Command::Serve { config, listen, zone, udp_sockets, udp_engine, check_interval, strict } = command;
+    let Command::Serve {
+        config,
+        listen,
+        zone,
+        udp_sockets,
+        udp_engine,
+        check_interval,
+        strict,
+    } = command;
 
     let (mut section, base) = match &config {
-        Some(path) => (read_section(path).map_err(fail(exit::CONFIG))?, config_dir(path)),
+        Some(path) => (
+            read_section(path).map_err(fail(exit::CONFIG))?,
+            config_dir(path),
+        ),
         None => (DnsblConfig::default(), PathBuf::new()),
     };
     if !listen.is_empty() {
@@ -85,7 +96,9 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
 }
 
 fn serve(settings: Settings) -> Result<(), Failure> {
-    let zones = Zones::load(&settings).context("loading zones").map_err(fail(exit::CONFIG))?;
+    let zones = Zones::load(&settings)
+        .context("loading zones")
+        .map_err(fail(exit::CONFIG))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -93,7 +106,8 @@ fn serve(settings: Settings) -> Result<(), Failure> {
         .context("starting the async runtime")
         .map_err(fail(exit::SOFTWARE))?;
     runtime.block_on(async move {
-        let server = DnsServer::start(&settings, zones.clone()).map_err(|e| fail(exit::UNAVAILABLE)(e.into()))?;
+        let server = DnsServer::start(&settings, zones.clone())
+            .map_err(|e| fail(exit::UNAVAILABLE)(e.into()))?;
         for addr in server.local_addrs() {
             tracing::info!(%addr, udp_sockets = settings.udp_sockets, "dnsbl listening");
         }
@@ -108,8 +122,10 @@ fn serve(settings: Settings) -> Result<(), Failure> {
 
 /// Reads the `[dnsbl]` section of a configuration file.
 fn read_section(path: &Path) -> anyhow::Result<DnsblConfig> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
-    let file: File = toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("config file {}", path.display()))?;
+    let file: File =
+        toml::from_str(&text).with_context(|| format!("config file {}", path.display()))?;
     Ok(file.dnsbl.unwrap_or_default())
 }
 

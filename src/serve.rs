@@ -2,9 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
+use std::sync::Arc;
+
 use anyhow::Context;
 use moat_delivery::Queue;
-use moat_gateway::Gateway;
+use moat_gateway::{Checks, Gateway};
+use moat_greylist::{Greylist, GreylistSettings, SystemClock};
 
 use crate::config::{FileConfig, Overrides};
 use crate::{Failure, exit, fail};
@@ -43,12 +46,14 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
         let queue = Queue::start(&settings.data_dir.join("queue"), settings.delivery)
             .context("opening the queue")
             .map_err(fail(exit::CANT_CREATE))?;
+        let checks = checks(settings.greylist).await?;
         let gateway = Gateway::bind(
             &settings.listen,
             settings.smtp,
             settings.domains,
             Some(tls),
             queue,
+            checks,
         )
         .await
         .map_err(|error| fail(exit::UNAVAILABLE)(error.into()))?;
@@ -62,6 +67,22 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
         }
         Ok(())
     })
+}
+
+/// Starts the checks the configuration turns on.
+async fn checks(greylist: Option<GreylistSettings>) -> Result<Checks, Failure> {
+    let mut checks = Checks::default();
+    if let Some(settings) = greylist {
+        let greylist = Greylist::open(&settings, Arc::new(SystemClock))
+            .await
+            .context("opening the greylist store")
+            .map_err(fail(exit::CANT_CREATE))?;
+        let greylist = Arc::new(greylist);
+        greylist.spawn_expiry(settings.expire_interval);
+        tracing::info!(backend = ?settings.backend, "greylisting on");
+        checks.greylist = Some(greylist);
+    }
+    Ok(checks)
 }
 
 /// Makes a directory Moat writes to (the data directory, a Maildir root) if needed and proves

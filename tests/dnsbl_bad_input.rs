@@ -37,7 +37,9 @@ fn wire(name: &str) -> Vec<u8> {
 /// Sends `packet` and returns the reply, or `None` if none came within 300 ms.
 fn exchange(server: SocketAddr, packet: &[u8]) -> Option<Vec<u8>> {
     let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    socket.set_read_timeout(Some(Duration::from_millis(300))).expect("timeout");
+    socket
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
     socket.send_to(packet, server).expect("send");
     let mut buf = [0u8; 4096];
     let (len, _) = socket.recv_from(&mut buf).ok()?;
@@ -50,7 +52,12 @@ fn rcode(reply: &[u8]) -> u8 {
 
 fn assert_still_answers(moat: &Moat) {
     let reply = dig(moat.addr, "4.3.2.1.bl.test", "A", Via::Udp);
-    assert!(reply.listed(), "the server stopped answering:\n{}\n{}", reply.raw, moat.log());
+    assert!(
+        reply.listed(),
+        "the server stopped answering:\n{}\n{}",
+        reply.raw,
+        moat.log()
+    );
 }
 
 #[test]
@@ -68,16 +75,34 @@ fn malformed_udp_packets_get_formerr_or_no_reply_and_the_server_goes_on() {
     let formerr = [
         ("a header without question", header_only),
         ("two questions", two_questions),
-        ("a compression pointer in the question", query(b"\xc0\x0c", 1)),
+        (
+            "a compression pointer in the question",
+            query(b"\xc0\x0c", 1),
+        ),
         ("a label running past the end", label_past_end),
-        ("a label length of 64", query(&[&[64u8][..], &[b'x'; 64], &[0]].concat(), 1)),
+        (
+            "a label length of 64",
+            query(&[&[64u8][..], &[b'x'; 64], &[0]].concat(), 1),
+        ),
     ];
     for (what, packet) in formerr {
         let reply = exchange(moat.addr, &packet).unwrap_or_else(|| panic!("no reply to {what}"));
-        assert_eq!((&reply[..2], rcode(&reply)), (&[0xbe, 0xef][..], 1), "{what}");
+        assert_eq!(
+            (&reply[..2], rcode(&reply)),
+            (&[0xbe, 0xef][..], 1),
+            "{what}"
+        );
     }
-    for (what, packet) in [("nothing", Vec::new()), ("five bytes", vec![1, 2, 3, 4, 5]), ("a response", response)] {
-        assert_eq!(exchange(moat.addr, &packet), None, "{what} must get no reply");
+    for (what, packet) in [
+        ("nothing", Vec::new()),
+        ("five bytes", vec![1, 2, 3, 4, 5]),
+        ("a response", response),
+    ] {
+        assert_eq!(
+            exchange(moat.addr, &packet),
+            None,
+            "{what} must get no reply"
+        );
     }
 
     // Pseudo-random garbage, deterministic: whatever it is, no crash.
@@ -127,13 +152,25 @@ fn other_opcodes_meta_types_and_classes_are_not_answered_from_data() {
     let moat = serve();
     let mut status = query(&wire("4.3.2.1.bl.test"), 1);
     status[2] = 2 << 3;
-    assert_eq!(rcode(&exchange(moat.addr, &status).expect("a reply")), 4, "opcode STATUS: NOTIMP");
+    assert_eq!(
+        rcode(&exchange(moat.addr, &status).expect("a reply")),
+        4,
+        "opcode STATUS: NOTIMP"
+    );
     let axfr = query(&wire("bl.test"), 252);
-    assert_eq!(rcode(&exchange(moat.addr, &axfr).expect("a reply")), 4, "AXFR: NOTIMP");
+    assert_eq!(
+        rcode(&exchange(moat.addr, &axfr).expect("a reply")),
+        4,
+        "AXFR: NOTIMP"
+    );
     let mut chaos = query(&wire("version.bind"), 16);
     let len = chaos.len();
     chaos[len - 1] = 3;
-    assert_eq!(rcode(&exchange(moat.addr, &chaos).expect("a reply")), 5, "class CH: REFUSED");
+    assert_eq!(
+        rcode(&exchange(moat.addr, &chaos).expect("a reply")),
+        5,
+        "class CH: REFUSED"
+    );
 }
 
 #[test]
@@ -153,7 +190,9 @@ fn truncated_and_garbage_tcp_frames_close_the_connection_and_nothing_else() {
     let moat = serve();
     let send = |bytes: &[u8]| {
         let mut stream = TcpStream::connect(moat.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .expect("timeout");
         let _ = stream.write_all(bytes);
         let _ = stream.shutdown(std::net::Shutdown::Write);
         let mut rest = Vec::new();
@@ -161,13 +200,19 @@ fn truncated_and_garbage_tcp_frames_close_the_connection_and_nothing_else() {
         rest
     };
     assert!(send(&[0x00]).is_empty(), "half a length prefix");
-    assert!(send(&[0x00, 0x40, 1, 2, 3]).is_empty(), "a frame shorter than its length");
+    assert!(
+        send(&[0x00, 0x40, 1, 2, 3]).is_empty(),
+        "a frame shorter than its length"
+    );
     let garbage = send(&[0x00, 0x05, 1, 2, 3, 4, 5]);
     assert!(garbage.is_empty() || garbage.len() >= 14, "{garbage:?}");
 
     // A whole frame on the same kind of connection is answered.
     let packet = query(&wire("4.3.2.1.bl.test"), 1);
-    let mut framed = u16::try_from(packet.len()).expect("short").to_be_bytes().to_vec();
+    let mut framed = u16::try_from(packet.len())
+        .expect("short")
+        .to_be_bytes()
+        .to_vec();
     framed.extend_from_slice(&packet);
     let reply = send(&framed);
     assert!(reply.len() > 14 && rcode(&reply[2..]) == 0, "{reply:?}");

@@ -54,7 +54,10 @@ fn d02_value_without_leading_colon_is_txt_only() {
 fn d03_default_value_substitutes_the_address_in_txt() {
     let moat = serve("ip4set", "d03.txt");
     assert_listed_a(&a(&moat, "10.0.0.1"), &["127.0.0.3"]);
-    assert_eq!(txt(&moat, "10.0.0.1").txt(), ["Listed 10.0.0.1 see http://x/?10.0.0.1"]);
+    assert_eq!(
+        txt(&moat, "10.0.0.1").txt(),
+        ["Listed 10.0.0.1 see http://x/?10.0.0.1"]
+    );
     let any = dig(moat.addr, &ip4_name("10.0.0.1", "bl.test"), "ANY", Via::Udp);
     assert_eq!(any.data("A"), ["127.0.0.3"], "{}", any.raw);
     assert_eq!(any.txt(), ["Listed 10.0.0.1 see http://x/?10.0.0.1"]);
@@ -74,7 +77,13 @@ fn d04_per_entry_a_and_txt_forms() {
 #[test]
 fn d05_prefixes_and_ranges() {
     let moat = serve("ip4set", "d05.txt");
-    for listed in ["10.20.1.1", "10.200.0.10", "10.1.2.200", "12.0.0.6", "11.5.5.5"] {
+    for listed in [
+        "10.20.1.1",
+        "10.200.0.10",
+        "10.1.2.200",
+        "12.0.0.6",
+        "11.5.5.5",
+    ] {
         assert_listed_a(&a(&moat, listed), &["127.0.0.2"]);
     }
     for unlisted in ["10.15.255.255", "10.32.0.0", "10.200.0.11", "12.0.0.8"] {
@@ -90,9 +99,15 @@ fn d06_malformed_lines_are_skipped_with_warnings_and_the_rest_loads() {
     }
     assert_listed_a(&a(&moat, "10.0.0.1"), &["127.0.0.2"]);
     let log = moat.log();
-    let skipped = log.lines().filter(|l| l.contains("dataset line skipped")).count();
+    let skipped = log
+        .lines()
+        .filter(|l| l.contains("dataset line skipped"))
+        .count();
     assert_eq!(skipped, 5, "{log}");
-    assert!(log.contains("d06.txt") && log.contains("line=3"), "warnings name file and line:\n{log}");
+    assert!(
+        log.contains("d06.txt") && log.contains("line=3"),
+        "warnings name file and line:\n{log}"
+    );
     assert!(log.contains("warnings=5"), "{log}");
 }
 
@@ -165,7 +180,10 @@ fn d12_ip6trie_nibble_names() {
     assert_listed_a(&q("2001:db8::1", "A"), &["127.0.1.2"]);
     assert_eq!(q("2001:db8::1", "TXT").txt(), ["v6 2001:db8::1 listed"]);
     assert_nx(&q("2001:db8::beef", "A"));
-    assert_eq!(q("2001:db9:1:2::5", "TXT").txt(), ["slash64 2001:db9:1:2::5"]);
+    assert_eq!(
+        q("2001:db9:1:2::5", "TXT").txt(),
+        ["slash64 2001:db9:1:2::5"]
+    );
     assert_nx(&q("2001:db9:1:3::5", "A"));
     assert!(q("::1", "A").listed());
 }
@@ -178,21 +196,43 @@ fn d13_ip6tset_takes_only_slash64_listings_and_full_exclusions() {
     assert_eq!(q("2001:db8:1:2::5", "TXT").txt(), ["tset 2001:db8:1:2::5"]);
     assert_nx(&q("2001:db8:1:2::7", "A"));
     assert_nx(&q("2001:db8::1", "A"));
-    assert_eq!(moat.log().matches("dataset line skipped").count(), 2, "{}", moat.log());
+    assert_eq!(
+        moat.log().matches("dataset line skipped").count(),
+        2,
+        "{}",
+        moat.log()
+    );
 }
 
 #[test]
 fn d14_dnset_wildcards_exclusions_and_case() {
     let moat = serve("dnset", "d14.txt");
     let q = |name: &str, t: &str| dig(moat.addr, &format!("{name}.bl.test"), t, Via::Udp);
-    for listed in ["plain.example", "a.star.example", "dot.example", "x.ex.dot.example", "deep.dot.example"] {
+    for listed in [
+        "plain.example",
+        "a.star.example",
+        "dot.example",
+        "x.ex.dot.example",
+        "deep.dot.example",
+    ] {
         assert!(q(listed, "A").listed(), "{listed}:\n{}", q(listed, "A").raw);
     }
-    for unlisted in ["sub.plain.example", "star.example", "ex.dot.example", "x.deep.dot.example"] {
+    for unlisted in [
+        "sub.plain.example",
+        "star.example",
+        "ex.dot.example",
+        "x.deep.dot.example",
+    ] {
         assert_nx(&q(unlisted, "A"));
     }
-    assert_eq!(q("a.b.star.example", "TXT").txt(), ["Domain star.example listed"]);
-    assert_eq!(q("a.dot.example", "TXT").txt(), ["Domain dot.example listed"]);
+    assert_eq!(
+        q("a.b.star.example", "TXT").txt(),
+        ["Domain star.example listed"]
+    );
+    assert_eq!(
+        q("a.dot.example", "TXT").txt(),
+        ["Domain dot.example listed"]
+    );
     let mixed = dig(moat.addr, "mixed.case.EXAMPLE.bl.test", "TXT", Via::Udp);
     assert_eq!(mixed.txt(), ["Domain mixed.case.example listed"]);
 }
@@ -203,7 +243,12 @@ fn d15_zone_without_soa_or_ns_refuses_them_and_answers_without_authority() {
     assert_eq!(dig(moat.addr, "bl.test", "SOA", Via::Udp).status, "REFUSED");
     assert_eq!(dig(moat.addr, "bl.test", "NS", Via::Udp).status, "REFUSED");
     let apex = dig(moat.addr, "bl.test", "A", Via::Udp);
-    assert_eq!((apex.status.as_str(), apex.answer.len()), ("NOERROR", 0), "{}", apex.raw);
+    assert_eq!(
+        (apex.status.as_str(), apex.answer.len()),
+        ("NOERROR", 0),
+        "{}",
+        apex.raw
+    );
     let nx = a(&moat, "9.9.9.9");
     assert_eq!(nx.status, "NXDOMAIN");
     assert!(nx.authority.is_empty(), "{}", nx.raw);
@@ -226,7 +271,12 @@ fn d16_soa_and_ns_at_the_apex() {
 fn d16_serial_zero_answers_the_dataset_version() {
     let moat = serve("ip4set", "d01.txt");
     let soa = dig(moat.addr, "bl.test", "SOA", Via::Udp);
-    let serial: u64 = soa.answer[0].data.split_whitespace().nth(2).and_then(|s| s.parse().ok()).expect("a serial");
+    let serial: u64 = soa.answer[0]
+        .data
+        .split_whitespace()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .expect("a serial");
     let mtime = std::fs::metadata(zone_file("d01.txt"))
         .and_then(|m| m.modified())
         .expect("mtime")
@@ -240,10 +290,16 @@ fn d16_serial_zero_answers_the_dataset_version() {
 fn d22_combined_dataset_serves_subzones_and_the_base_zone() {
     let moat = serve("combined", "d22.txt");
     let q = |name: &str, t: &str| dig(moat.addr, name, t, Via::Udp);
-    assert_eq!(q("2.0.0.10.bl.test", "A").data("A"), ["127.0.0.2", "127.0.0.3"]);
+    assert_eq!(
+        q("2.0.0.10.bl.test", "A").data("A"),
+        ["127.0.0.2", "127.0.0.3"]
+    );
     assert_eq!(q("2.0.0.10.proxies.bl.test", "A").data("A"), ["127.0.0.2"]);
     assert_nx(&q("10.2.0.10.proxies.bl.test", "A"));
-    assert_eq!(q("10.2.0.10.bl.test", "TXT").txt(), ["Open relay 10.0.2.10"]);
+    assert_eq!(
+        q("10.2.0.10.bl.test", "TXT").txt(),
+        ["Open relay 10.0.2.10"]
+    );
     assert!(q("bad.example.dom.bl.test", "A").listed());
     assert_nx(&q("bad.example.bl.test", "A"));
     assert_eq!(q("proxies.bl.test", "A").data("A"), ["127.0.0.8"]);
@@ -274,6 +330,10 @@ fn d30_better_than_rbldnsd_large_answers_set_tc_and_come_whole_over_tcp() {
 fn d31_better_than_rbldnsd_empty_non_terminal_is_nodata() {
     let moat = serve("ip4set", "d31.txt");
     let ent = dig(moat.addr, "0.0.10.bl.test", "A", Via::Udp);
-    assert!(ent.nodata(), "RFC 8020: a name with names below exists:\n{}", ent.raw);
+    assert!(
+        ent.nodata(),
+        "RFC 8020: a name with names below exists:\n{}",
+        ent.raw
+    );
     assert_nx(&dig(moat.addr, "0.0.11.bl.test", "A", Via::Udp));
 }

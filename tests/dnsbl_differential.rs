@@ -40,7 +40,11 @@ fn names(names: &[&str], types: &[&'static str]) -> Vec<(String, &'static str)> 
     let mut queries = Vec::new();
     for name in names {
         for t in types {
-            let full = if name.is_empty() { "bl.test".to_owned() } else { format!("{name}.bl.test") };
+            let full = if name.is_empty() {
+                "bl.test".to_owned()
+            } else {
+                format!("{name}.bl.test")
+            };
             queries.push((full, *t));
         }
     }
@@ -55,34 +59,110 @@ fn apex() -> Vec<(String, &'static str)> {
 fn cases() -> Vec<Case> {
     const AT: &[&str] = &["A", "TXT"];
     vec![
-        Case { kind: "ip4set", file: "d01.txt", queries: v4(&["1.2.3.4", "1.2.3.5"], &["A", "TXT", "ANY"]) },
-        Case { kind: "ip4set", file: "d02.txt", queries: v4(&["1.2.3.4"], AT) },
-        Case { kind: "ip4set", file: "d03.txt", queries: v4(&["10.0.0.1", "10.0.0.2"], &["A", "TXT", "ANY"]) },
-        Case { kind: "ip4set", file: "d04.txt", queries: v4(&["10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8"], AT) },
+        Case {
+            kind: "ip4set",
+            file: "d01.txt",
+            queries: v4(&["1.2.3.4", "1.2.3.5"], &["A", "TXT", "ANY"]),
+        },
+        Case {
+            kind: "ip4set",
+            file: "d02.txt",
+            queries: v4(&["1.2.3.4"], AT),
+        },
+        Case {
+            kind: "ip4set",
+            file: "d03.txt",
+            queries: v4(&["10.0.0.1", "10.0.0.2"], &["A", "TXT", "ANY"]),
+        },
+        Case {
+            kind: "ip4set",
+            file: "d04.txt",
+            queries: v4(&["10.0.0.5", "10.0.0.6", "10.0.0.7", "10.0.0.8"], AT),
+        },
         Case {
             kind: "ip4set",
             file: "d05.txt",
             queries: v4(
-                &["10.20.1.1", "10.15.255.255", "10.32.0.0", "10.200.0.10", "10.200.0.11", "10.1.2.200", "12.0.0.6", "12.0.0.8", "11.5.5.5"],
+                &[
+                    "10.20.1.1",
+                    "10.15.255.255",
+                    "10.32.0.0",
+                    "10.200.0.10",
+                    "10.200.0.11",
+                    "10.1.2.200",
+                    "12.0.0.6",
+                    "12.0.0.8",
+                    "11.5.5.5",
+                ],
                 &["A"],
             ),
         },
-        Case { kind: "ip4set", file: "d06.txt", queries: v4(&["10.9.9.1", "8.8.8.8", "10.0.0.2", "10.0.0.1", "13.1.3.4"], &["A"]) },
+        Case {
+            kind: "ip4set",
+            file: "d06.txt",
+            queries: v4(
+                &["10.9.9.1", "8.8.8.8", "10.0.0.2", "10.0.0.1", "13.1.3.4"],
+                &["A"],
+            ),
+        },
         Case {
             kind: "ip4set",
             file: "d07.txt",
-            queries: v4(&["10.0.0.5", "10.0.0.6", "10.1.0.9", "10.1.0.8", "10.2.0.7", "10.3.0.1", "10.3.0.200"], &["A"]),
+            queries: v4(
+                &[
+                    "10.0.0.5",
+                    "10.0.0.6",
+                    "10.1.0.9",
+                    "10.1.0.8",
+                    "10.2.0.7",
+                    "10.3.0.1",
+                    "10.3.0.200",
+                ],
+                &["A"],
+            ),
         },
-        Case { kind: "ip4set", file: "d08.txt", queries: v4(&["10.0.0.8", "10.0.0.9"], &["A", "TXT", "ANY"]) },
-        Case { kind: "ip4tset", file: "d09.txt", queries: v4(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1"], AT) },
-        Case { kind: "ip4trie", file: "d10.txt", queries: v4(&["10.1.2.3", "10.2.0.1", "10.1.5.1", "20.0.0.2", "30.1.2.9"], AT) },
-        Case { kind: "ip4trie", file: "d11.txt", queries: v4(&["127.0.0.1", "8.8.8.8"], AT) },
+        Case {
+            kind: "ip4set",
+            file: "d08.txt",
+            queries: v4(&["10.0.0.8", "10.0.0.9"], &["A", "TXT", "ANY"]),
+        },
+        Case {
+            kind: "ip4tset",
+            file: "d09.txt",
+            queries: v4(&["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.1.1"], AT),
+        },
+        Case {
+            kind: "ip4trie",
+            file: "d10.txt",
+            queries: v4(
+                &["10.1.2.3", "10.2.0.1", "10.1.5.1", "20.0.0.2", "30.1.2.9"],
+                AT,
+            ),
+        },
+        Case {
+            kind: "ip4trie",
+            file: "d11.txt",
+            queries: v4(&["127.0.0.1", "8.8.8.8"], AT),
+        },
         Case {
             kind: "ip6trie",
             file: "d12.txt",
-            queries: v6(&["2001:db8::1", "2001:db8::beef", "2001:db9:1:2::5", "2001:db9:1:3::5", "::1"], AT),
+            queries: v6(
+                &[
+                    "2001:db8::1",
+                    "2001:db8::beef",
+                    "2001:db9:1:2::5",
+                    "2001:db9:1:3::5",
+                    "::1",
+                ],
+                AT,
+            ),
         },
-        Case { kind: "ip6tset", file: "d13.txt", queries: v6(&["2001:db8:1:2::5", "2001:db8:1:2::7", "2001:db8::1"], AT) },
+        Case {
+            kind: "ip6tset",
+            file: "d13.txt",
+            queries: v6(&["2001:db8:1:2::5", "2001:db8:1:2::7", "2001:db8::1"], AT),
+        },
         Case {
             kind: "dnset",
             file: "d14.txt",
@@ -104,8 +184,16 @@ fn cases() -> Vec<Case> {
                 AT,
             ),
         },
-        Case { kind: "ip4set", file: "d15.txt", queries: v4(&["1.2.3.4", "9.9.9.9"], &["A"]) },
-        Case { kind: "ip4set", file: "d16.txt", queries: v4(&["10.0.0.1", "10.0.0.2"], AT) },
+        Case {
+            kind: "ip4set",
+            file: "d15.txt",
+            queries: v4(&["1.2.3.4", "9.9.9.9"], &["A"]),
+        },
+        Case {
+            kind: "ip4set",
+            file: "d16.txt",
+            queries: v4(&["10.0.0.1", "10.0.0.2"], AT),
+        },
         Case {
             kind: "combined",
             file: "d22.txt",
@@ -130,7 +218,11 @@ fn cases() -> Vec<Case> {
             ]
             .concat(),
         },
-        Case { kind: "ip4set", file: "d31.txt", queries: names(&["0.0.11", "1.0.0.10"], &["A"]) },
+        Case {
+            kind: "ip4set",
+            file: "d31.txt",
+            queries: names(&["0.0.11", "1.0.0.10"], &["A"]),
+        },
     ]
 }
 
@@ -161,7 +253,10 @@ fn moat_answers_as_rbldnsd_on_every_case() {
         let theirs = dig_many(rbldnsd.addr, &queries, Via::Udp);
         let ours = dig_many(moat.addr, &queries, Via::Udp);
         for (((name, rtype), theirs), ours) in queries.iter().zip(theirs).zip(ours) {
-            assert_ne!(theirs.status, "TIMEOUT", "rbldnsd did not answer {name} {rtype}");
+            assert_ne!(
+                theirs.status, "TIMEOUT",
+                "rbldnsd did not answer {name} {rtype}"
+            );
             compared += 1;
             if normalised(theirs.clone()) != normalised(ours.clone()) {
                 differences.push(format!(
@@ -172,5 +267,10 @@ fn moat_answers_as_rbldnsd_on_every_case() {
         }
     }
     assert!(compared > 150, "only {compared} queries compared");
-    assert!(differences.is_empty(), "{} of {compared} replies differ:\n{}", differences.len(), differences.join("\n"));
+    assert!(
+        differences.is_empty(),
+        "{} of {compared} replies differ:\n{}",
+        differences.len(),
+        differences.join("\n")
+    );
 }

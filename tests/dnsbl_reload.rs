@@ -64,7 +64,9 @@ impl Load {
         let (s, n, f) = (Arc::clone(&stop), Arc::clone(&sent), Arc::clone(&failed));
         let thread = thread::spawn(move || {
             let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
-            socket.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+            socket
+                .set_read_timeout(Some(Duration::from_secs(2)))
+                .expect("timeout");
             let mut id = 0u16;
             let mut buf = [0u8; 512];
             while !s.load(Ordering::Relaxed) {
@@ -75,7 +77,12 @@ impl Load {
                 socket.send_to(&q, server).expect("send");
                 n.fetch_add(1, Ordering::Relaxed);
                 let ok = match socket.recv_from(&mut buf) {
-                    Ok((len, _)) => len > 12 && buf[..2] == id.to_be_bytes() && buf[3] & 0x0f == 0 && buf[7] >= 1,
+                    Ok((len, _)) => {
+                        len > 12
+                            && buf[..2] == id.to_be_bytes()
+                            && buf[3] & 0x0f == 0
+                            && buf[7] >= 1
+                    }
                     Err(_) => false,
                 };
                 if !ok {
@@ -83,7 +90,12 @@ impl Load {
                 }
             }
         });
-        Load { stop, sent, failed, thread: Some(thread) }
+        Load {
+            stop,
+            sent,
+            failed,
+            thread: Some(thread),
+        }
     }
 
     fn finish(mut self) -> (u64, u64) {
@@ -91,12 +103,18 @@ impl Load {
         if let Some(thread) = self.thread.take() {
             thread.join().expect("the load thread");
         }
-        (self.sent.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 }
 
 fn hangup(moat: &Moat) {
-    let status = Command::new("kill").args(["-HUP", &moat.pid().to_string()]).status().expect("kill");
+    let status = Command::new("kill")
+        .args(["-HUP", &moat.pid().to_string()])
+        .status()
+        .expect("kill");
     assert!(status.success());
 }
 
@@ -105,7 +123,10 @@ fn sighup_reloads_under_load_without_a_single_failed_query() {
     let dir = TempDir::new("reload");
     let file = dir.path().join("list.txt");
     publish(&file, &[]);
-    let moat = Moat::start(&[format!("--zone=bl.test:ip4set:{}", file.display()), "--check-interval=0".into()]);
+    let moat = Moat::start(&[
+        format!("--zone=bl.test:ip4set:{}", file.display()),
+        "--check-interval=0".into(),
+    ]);
     assert!(listed(moat.addr, "192.0.2.1"));
 
     let load = Load::start(moat.addr);
@@ -113,12 +134,26 @@ fn sighup_reloads_under_load_without_a_single_failed_query() {
         let marker = format!("192.0.2.{}", 100 + round);
         publish(&file, &[&marker]);
         hangup(&moat);
-        wait_for(&format!("{marker} after reload {round}"), Duration::from_secs(30), || listed(moat.addr, &marker));
+        wait_for(
+            &format!("{marker} after reload {round}"),
+            Duration::from_secs(30),
+            || listed(moat.addr, &marker),
+        );
     }
     let (sent, failed) = load.finish();
     assert!(sent > 100, "only {sent} queries were sent");
-    assert_eq!(failed, 0, "{failed} of {sent} queries failed during reloads\n{}", moat.log());
-    assert_eq!(moat.log().matches("zones reloaded").count(), 3, "{}", moat.log());
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {sent} queries failed during reloads\n{}",
+        moat.log()
+    );
+    assert_eq!(
+        moat.log().matches("zones reloaded").count(),
+        3,
+        "{}",
+        moat.log()
+    );
 }
 
 #[test]
@@ -126,10 +161,17 @@ fn a_changed_file_is_picked_up_by_the_periodic_check() {
     let dir = TempDir::new("poll");
     let file = dir.path().join("list.txt");
     publish(&file, &[]);
-    let moat = Moat::start(&[format!("--zone=bl.test:ip4set:{}", file.display()), "--check-interval=1s".into()]);
+    let moat = Moat::start(&[
+        format!("--zone=bl.test:ip4set:{}", file.display()),
+        "--check-interval=1s".into(),
+    ]);
     assert!(!listed(moat.addr, "192.0.2.50"));
     publish(&file, &["192.0.2.50"]);
-    wait_for("the periodic check to reload", Duration::from_secs(20), || listed(moat.addr, "192.0.2.50"));
+    wait_for(
+        "the periodic check to reload",
+        Duration::from_secs(20),
+        || listed(moat.addr, "192.0.2.50"),
+    );
 }
 
 #[test]
@@ -137,10 +179,17 @@ fn a_reload_that_fails_keeps_the_previous_data_in_service() {
     let dir = TempDir::new("broken");
     let file = dir.path().join("list.txt");
     publish(&file, &["192.0.2.60"]);
-    let moat = Moat::start(&[format!("--zone=bl.test:ip4set:{}", file.display()), "--check-interval=0".into()]);
+    let moat = Moat::start(&[
+        format!("--zone=bl.test:ip4set:{}", file.display()),
+        "--check-interval=0".into(),
+    ]);
     std::fs::remove_file(&file).expect("remove the dataset");
     hangup(&moat);
-    wait_for("the failed reload to be logged", Duration::from_secs(10), || moat.log().contains("dataset reload failed"));
+    wait_for(
+        "the failed reload to be logged",
+        Duration::from_secs(10),
+        || moat.log().contains("dataset reload failed"),
+    );
     assert!(listed(moat.addr, "192.0.2.60"), "{}", moat.log());
 }
 
@@ -148,7 +197,10 @@ fn a_reload_that_fails_keeps_the_previous_data_in_service() {
 fn strict_mode_refuses_a_malformed_dataset_at_start_naming_file_and_line() {
     let output = Command::new(env!("CARGO_BIN_EXE_moat"))
         .args(["dnsbl", "serve", "--listen", "127.0.0.1:0", "--strict"])
-        .arg(format!("--zone=bl.test:ip4set:{}", harness::zone_file("d06.txt").display()))
+        .arg(format!(
+            "--zone=bl.test:ip4set:{}",
+            harness::zone_file("d06.txt").display()
+        ))
         .output()
         .expect("run moat");
     let stderr = String::from_utf8_lossy(&output.stderr);

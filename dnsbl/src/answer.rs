@@ -44,12 +44,33 @@ impl Want {
     /// What query type `qtype` asks for.
     pub(crate) fn for_type(qtype: u16) -> Want {
         match qtype {
-            rtype::A => Want { a: true, ..Want::default() },
-            rtype::TXT => Want { txt: true, ..Want::default() },
-            rtype::MX => Want { mx: true, ..Want::default() },
-            rtype::SOA => Want { soa: true, ..Want::default() },
-            rtype::NS => Want { ns: true, ..Want::default() },
-            rtype::ANY => Want { a: true, txt: true, mx: true, soa: true, ns: true },
+            rtype::A => Want {
+                a: true,
+                ..Want::default()
+            },
+            rtype::TXT => Want {
+                txt: true,
+                ..Want::default()
+            },
+            rtype::MX => Want {
+                mx: true,
+                ..Want::default()
+            },
+            rtype::SOA => Want {
+                soa: true,
+                ..Want::default()
+            },
+            rtype::NS => Want {
+                ns: true,
+                ..Want::default()
+            },
+            rtype::ANY => Want {
+                a: true,
+                txt: true,
+                mx: true,
+                soa: true,
+                ns: true,
+            },
             _ => Want::default(),
         }
     }
@@ -164,13 +185,23 @@ impl Answers {
         let start = u32::try_from(self.data.len()).unwrap_or(u32::MAX);
         let len = u32::try_from(rdata.len()).unwrap_or(0);
         self.data.extend_from_slice(rdata);
-        self.records.push(Record { rtype, ttl, start, len });
+        self.records.push(Record {
+            rtype,
+            ttl,
+            start,
+            len,
+        });
     }
 
     /// Replaces all A records by one whose address is the bitwise OR of theirs (a bitmask
     /// list such as 127.0.0.2 | 127.0.0.4 = 127.0.0.6).
     pub(crate) fn merge_a_bitmask(&mut self) {
-        let a_records: Vec<Record> = self.records.iter().filter(|r| r.rtype == rtype::A).copied().collect();
+        let a_records: Vec<Record> = self
+            .records
+            .iter()
+            .filter(|r| r.rtype == rtype::A)
+            .copied()
+            .collect();
         if a_records.len() < 2 {
             return;
         }
@@ -202,7 +233,10 @@ mod tests {
         answers.add_a(Ipv4Addr::new(127, 0, 0, 3), 60);
         answers.add_txt(b"x", 300);
         let ttls: Vec<(u16, u32)> = answers.records().iter().map(|r| (r.rtype, r.ttl)).collect();
-        assert_eq!(ttls, vec![(rtype::A, 60), (rtype::A, 60), (rtype::TXT, 300)]);
+        assert_eq!(
+            ttls,
+            vec![(rtype::A, 60), (rtype::A, 60), (rtype::TXT, 300)]
+        );
     }
 
     #[test]

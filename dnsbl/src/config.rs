@@ -153,14 +153,27 @@ impl DatasetSpec {
     ///
     /// [`Error::Spec`] for an unknown type or no file.
     pub fn parse(spec: &str, base: &Path) -> Result<DatasetSpec, Error> {
-        let bad = |expected| Error::Spec { spec: spec.to_owned(), expected };
-        let (kind, files) = spec.split_once(':').ok_or(bad("expected type:file[,file...]"))?;
+        let bad = |expected| Error::Spec {
+            spec: spec.to_owned(),
+            expected,
+        };
+        let (kind, files) = spec
+            .split_once(':')
+            .ok_or(bad("expected type:file[,file...]"))?;
         let kind: DatasetType = kind.parse().map_err(|()| bad("unknown dataset type; expected ip4set, ip4tset, ip4trie, ip6trie, ip6tset, dnset, generic or combined"))?;
-        let files: Vec<PathBuf> = files.split(',').filter(|f| !f.is_empty()).map(|f| base.join(f)).collect();
+        let files: Vec<PathBuf> = files
+            .split(',')
+            .filter(|f| !f.is_empty())
+            .map(|f| base.join(f))
+            .collect();
         if files.is_empty() {
             return Err(bad("expected at least one file after type:"));
         }
-        Ok(DatasetSpec { kind, files, a: None })
+        Ok(DatasetSpec {
+            kind,
+            files,
+            a: None,
+        })
     }
 }
 
@@ -197,11 +210,14 @@ impl ZoneSpec {
 }
 
 fn zone_name(name: &str, key: &str) -> Result<Name, Error> {
-    Name::parse(name.as_bytes()).filter(|n| !n.is_root()).map(|n| n.to_lowercase()).ok_or_else(|| Error::Config {
-        key: key.to_owned(),
-        value: name.to_owned(),
-        expected: "a domain name such as bl.example.com",
-    })
+    Name::parse(name.as_bytes())
+        .filter(|n| !n.is_root())
+        .map(|n| n.to_lowercase())
+        .ok_or_else(|| Error::Config {
+            key: key.to_owned(),
+            value: name.to_owned(),
+            expected: "a domain name such as bl.example.com",
+        })
 }
 
 impl DnsblConfig {
@@ -212,7 +228,11 @@ impl DnsblConfig {
     ///
     /// [`Error::Config`] or [`Error::Spec`] naming the key, the value and what would do.
     pub fn validate(&self, base: &Path) -> Result<Settings, Error> {
-        let listen = if self.listen.is_empty() { vec![DEFAULT_LISTEN.to_owned()] } else { self.listen.clone() };
+        let listen = if self.listen.is_empty() {
+            vec![DEFAULT_LISTEN.to_owned()]
+        } else {
+            self.listen.clone()
+        };
         let listen = listen
             .iter()
             .map(|a| {
@@ -225,26 +245,38 @@ impl DnsblConfig {
             .collect::<Result<Vec<SocketAddr>, Error>>()?;
         let default_ttl = match &self.default_ttl {
             None => DEFAULT_TTL,
-            Some(text) => duration("dnsbl.default_ttl", text)?.filter(|&t| t > 0).ok_or_else(|| Error::Config {
-                key: "dnsbl.default_ttl".into(),
-                value: text.clone(),
-                expected: "a time above zero such as 35m",
-            })?,
+            Some(text) => duration("dnsbl.default_ttl", text)?
+                .filter(|&t| t > 0)
+                .ok_or_else(|| Error::Config {
+                    key: "dnsbl.default_ttl".into(),
+                    value: text.clone(),
+                    expected: "a time above zero such as 35m",
+                })?,
         };
         let check_interval = match &self.check_interval {
             None => Some(DEFAULT_CHECK_INTERVAL),
-            Some(text) => duration("dnsbl.check_interval", text)?.filter(|&s| s > 0).map(|s| Duration::from_secs(u64::from(s))),
+            Some(text) => duration("dnsbl.check_interval", text)?
+                .filter(|&s| s > 0)
+                .map(|s| Duration::from_secs(u64::from(s))),
         };
         let udp_engine = match self.udp_engine.as_deref() {
             None | Some("fast") => UdpEngine::Fast,
             Some("hickory") => UdpEngine::Hickory,
             Some(other) => {
-                return Err(Error::Config { key: "dnsbl.udp_engine".into(), value: other.into(), expected: "\"fast\" or \"hickory\"" });
+                return Err(Error::Config {
+                    key: "dnsbl.udp_engine".into(),
+                    value: other.into(),
+                    expected: "\"fast\" or \"hickory\"",
+                });
             }
         };
         let udp_sockets = match self.udp_sockets {
             Some(0) => {
-                return Err(Error::Config { key: "dnsbl.udp_sockets".into(), value: "0".into(), expected: "at least 1" });
+                return Err(Error::Config {
+                    key: "dnsbl.udp_sockets".into(),
+                    value: "0".into(),
+                    expected: "at least 1",
+                });
             }
             Some(n) => n,
             None => std::thread::available_parallelism().map_or(1, usize::from),
@@ -255,10 +287,19 @@ impl DnsblConfig {
         }
         let load = LoadOptions {
             default_ttl,
-            parse: ParseOptions { accept_in_cidr: self.accept_in_cidr },
+            parse: ParseOptions {
+                accept_in_cidr: self.accept_in_cidr,
+            },
             strict: self.strict,
         };
-        Ok(Settings { listen, udp_sockets, udp_engine, load, check_interval, zones })
+        Ok(Settings {
+            listen,
+            udp_sockets,
+            udp_engine,
+            load,
+            check_interval,
+            zones,
+        })
     }
 }
 
@@ -267,7 +308,11 @@ impl ZoneConfig {
         let key = format!("dnsbl.zone {:?}", self.name);
         let name = zone_name(&self.name, "dnsbl.zone.name")?;
         if self.datasets.is_empty() {
-            return Err(Error::Config { key: format!("{key}.datasets"), value: "[]".into(), expected: "at least one dataset" });
+            return Err(Error::Config {
+                key: format!("{key}.datasets"),
+                value: "[]".into(),
+                expected: "at least one dataset",
+            });
         }
         let mut datasets = Vec::new();
         for dataset in &self.datasets {
@@ -285,7 +330,11 @@ impl ZoneConfig {
             }
             datasets.push(parsed);
         }
-        Ok(ZoneSpec { name, datasets, aggregate: self.aggregate })
+        Ok(ZoneSpec {
+            name,
+            datasets,
+            aggregate: self.aggregate,
+        })
     }
 }
 
@@ -293,7 +342,11 @@ impl ZoneConfig {
 fn duration(key: &str, text: &str) -> Result<Option<u32>, Error> {
     match parse_time(text.trim().as_bytes()) {
         Some((value, rest)) if rest.is_empty() => Ok(Some(value)),
-        _ => Err(Error::Config { key: key.to_owned(), value: text.to_owned(), expected: "a time such as 90s, 35m, 1h or 2d" }),
+        _ => Err(Error::Config {
+            key: key.to_owned(),
+            value: text.to_owned(),
+            expected: "a time such as 90s, 35m, 1h or 2d",
+        }),
     }
 }
 
@@ -305,7 +358,10 @@ impl Settings {
     ///
     /// [`Error::Config`] for an address that is not `IP:PORT`.
     pub fn quick(listen: &[String], zones: Vec<ZoneSpec>) -> Result<Settings, Error> {
-        let config = DnsblConfig { listen: listen.to_vec(), ..DnsblConfig::default() };
+        let config = DnsblConfig {
+            listen: listen.to_vec(),
+            ..DnsblConfig::default()
+        };
         let mut settings = config.validate(Path::new(""))?;
         settings.zones = merge_zones(zones);
         Ok(settings)
@@ -341,7 +397,11 @@ mod tests {
         struct File {
             dnsbl: DnsblConfig,
         }
-        let file: File = toml::from_str(text).map_err(|e| Error::Config { key: "toml".into(), value: e.to_string(), expected: "" })?;
+        let file: File = toml::from_str(text).map_err(|e| Error::Config {
+            key: "toml".into(),
+            value: e.to_string(),
+            expected: "",
+        })?;
         file.dnsbl.validate(Path::new("/etc/moat"))
     }
 
@@ -365,16 +425,28 @@ mod tests {
         assert_eq!(settings.check_interval, None);
         let zone = &settings.zones[0];
         assert_eq!(zone.aggregate, Aggregate::Bitmask);
-        assert_eq!(zone.datasets[0].files[1], PathBuf::from("/etc/moat/local.txt"));
+        assert_eq!(
+            zone.datasets[0].files[1],
+            PathBuf::from("/etc/moat/local.txt")
+        );
         assert_eq!(zone.datasets[1].a, Some(Ipv4Addr::new(127, 0, 0, 4)));
     }
 
     #[test]
     fn bad_values_name_their_key() {
         let error = parse("[dnsbl]\nlisten = [\"localhost\"]").expect_err("invalid");
-        assert!(error.to_string().starts_with("config dnsbl.listen = \"localhost\""), "{error}");
-        let error = parse("[[dnsbl.zone]]\nname = \"x\"\ndatasets = [\"ip5set:f\"]").expect_err("invalid");
-        assert!(error.to_string().contains("unknown dataset type"), "{error}");
+        assert!(
+            error
+                .to_string()
+                .starts_with("config dnsbl.listen = \"localhost\""),
+            "{error}"
+        );
+        let error =
+            parse("[[dnsbl.zone]]\nname = \"x\"\ndatasets = [\"ip5set:f\"]").expect_err("invalid");
+        assert!(
+            error.to_string().contains("unknown dataset type"),
+            "{error}"
+        );
         assert!(parse("[dnsbl]\nbogus = 1").is_err());
     }
 

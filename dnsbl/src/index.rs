@@ -27,13 +27,25 @@ macro_rules! impl_key {
         impl Key for $t {
             const WIDTH: u8 = $width;
             fn network(self, bits: u8) -> Self {
-                if bits == 0 { 0 } else { self & (<$t>::MAX << ($width - u32::from(bits))) }
+                if bits == 0 {
+                    0
+                } else {
+                    self & (<$t>::MAX << ($width - u32::from(bits)))
+                }
             }
             fn broadcast(self, bits: u8) -> Self {
-                if bits == 0 { <$t>::MAX } else { self | !(<$t>::MAX << ($width - u32::from(bits))) }
+                if bits == 0 {
+                    <$t>::MAX
+                } else {
+                    self | !(<$t>::MAX << ($width - u32::from(bits)))
+                }
             }
             fn top(self, bits: u8) -> usize {
-                if bits == 0 { 0 } else { usize::try_from(self >> ($width - u32::from(bits))).unwrap_or(0) }
+                if bits == 0 {
+                    0
+                } else {
+                    usize::try_from(self >> ($width - u32::from(bits))).unwrap_or(0)
+                }
             }
         }
     };
@@ -68,7 +80,10 @@ const BUCKETED_FROM: usize = 4096;
 
 impl<K: Key> Default for SortedMap<K> {
     fn default() -> Self {
-        SortedMap { keys: KeySet::new(Box::default()), values: Box::default() }
+        SortedMap {
+            keys: KeySet::new(Box::default()),
+            values: Box::default(),
+        }
     }
 }
 
@@ -76,7 +91,11 @@ impl<K: Key> KeySet<K> {
     /// Indexes keys that are already sorted.
     pub(crate) fn new(keys: Box<[K]>) -> KeySet<K> {
         let (starts, bucket_bits) = buckets(&keys);
-        KeySet { keys, starts, bucket_bits }
+        KeySet {
+            keys,
+            starts,
+            bucket_bits,
+        }
     }
 
     /// Sorts and deduplicates `keys` (in parallel), then indexes them.
@@ -93,7 +112,10 @@ impl<K: Key> KeySet<K> {
         }
         let b = key.top(self.bucket_bits);
         let start = self.starts.get(b).map_or(self.keys.len(), |&s| s as usize);
-        let end = self.starts.get(b + 1).map_or(self.keys.len(), |&s| s as usize);
+        let end = self
+            .starts
+            .get(b + 1)
+            .map_or(self.keys.len(), |&s| s as usize);
         (start, end)
     }
 
@@ -160,7 +182,10 @@ impl<K: Key> SortedMap<K> {
     fn from_sorted(pairs: Vec<(K, ValueId)>) -> SortedMap<K> {
         let keys: Box<[K]> = pairs.iter().map(|(k, _)| *k).collect();
         let values = pairs.iter().map(|(_, v)| *v).collect();
-        SortedMap { keys: KeySet::new(keys), values }
+        SortedMap {
+            keys: KeySet::new(keys),
+            values,
+        }
     }
 
     /// The number of entries.
@@ -171,7 +196,11 @@ impl<K: Key> SortedMap<K> {
     /// The value ids of `key`, an exclusion first; empty if the key is absent.
     pub(crate) fn find(&self, key: K) -> &[ValueId] {
         let start = self.keys.lower_bound(key);
-        let end = start + self.keys.keys[start..].iter().take_while(|k| **k == key).count();
+        let end = start
+            + self.keys.keys[start..]
+                .iter()
+                .take_while(|k| **k == key)
+                .count();
         &self.values[start..end]
     }
 
@@ -193,7 +222,10 @@ fn buckets<K: Key>(keys: &[K]) -> (Box<[u32]>, u8) {
     if keys.len() < BUCKETED_FROM {
         return (Box::default(), 0);
     }
-    let bits = u8::try_from(keys.len().ilog2().saturating_sub(4)).unwrap_or(20).min(20).min(K::WIDTH);
+    let bits = u8::try_from(keys.len().ilog2().saturating_sub(4))
+        .unwrap_or(20)
+        .min(20)
+        .min(K::WIDTH);
     let count = 1usize << bits;
     let mut starts = Vec::with_capacity(count + 1);
     let mut i = 0;
@@ -228,7 +260,8 @@ impl<K: Key> PrefixTable<K> {
         entries: Vec<(K, u8, u64, ValueId)>,
         mut duplicate: impl FnMut(u64),
     ) -> PrefixTable<K> {
-        let mut by_length: Vec<Vec<(K, u64, ValueId)>> = vec![Vec::new(); usize::from(K::WIDTH) + 1];
+        let mut by_length: Vec<Vec<(K, u64, ValueId)>> =
+            vec![Vec::new(); usize::from(K::WIDTH) + 1];
         for (key, bits, order, value) in entries {
             if let Some(level) = by_length.get_mut(usize::from(bits)) {
                 level.push((key, order, value));
@@ -262,7 +295,10 @@ impl<K: Key> PrefixTable<K> {
     /// listed longer prefix are not subtracted: a block is taken as listed if any part of it
     /// was written as listed.
     pub(crate) fn lists_any_in(&self, network: K, bits: u8) -> bool {
-        if self.longest_match_upto(network, bits).is_some_and(|v| v != EXCLUDED) {
+        if self
+            .longest_match_upto(network, bits)
+            .is_some_and(|v| v != EXCLUDED)
+        {
             return true;
         }
         let last = network.broadcast(bits);
@@ -299,17 +335,25 @@ mod tests {
 
     #[test]
     fn bucketed_maps_find_what_unbucketed_ones_do() {
-        let pairs: Vec<(u32, ValueId)> = (0..20_000u32).map(|i| (i.wrapping_mul(2_654_435_761), 1 + i % 3)).collect();
+        let pairs: Vec<(u32, ValueId)> = (0..20_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761), 1 + i % 3))
+            .collect();
         let map = SortedMap::build(pairs.clone());
         assert!(map.keys.bucket_bits > 0);
         for (key, value) in pairs.iter().step_by(7) {
             assert_eq!(map.find(*key), &[*value]);
-            assert!(map.find(key.wrapping_add(1)).is_empty() || map.find(key.wrapping_add(1)).len() == 1);
+            assert!(
+                map.find(key.wrapping_add(1)).is_empty()
+                    || map.find(key.wrapping_add(1)).len() == 1
+            );
         }
         assert!(map.lists_any_in(0, u32::MAX));
         let (first, last) = (pairs[5].0, pairs[5].0);
         assert!(map.lists_any_in(first, last));
-        assert!(!map.lists_any_in(first.wrapping_add(1), first.wrapping_add(1)) || map.find(first.wrapping_add(1)).len() == 1);
+        assert!(
+            !map.lists_any_in(first.wrapping_add(1), first.wrapping_add(1))
+                || map.find(first.wrapping_add(1)).len() == 1
+        );
     }
 
     #[test]

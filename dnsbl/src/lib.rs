@@ -33,8 +33,8 @@ mod zone;
 mod zones;
 
 pub use config::{
-    DEFAULT_CHECK_INTERVAL, DEFAULT_LISTEN, DatasetConfig, DatasetSpec, DetailedDataset, DnsblConfig,
-    Settings, UdpEngine, ZoneConfig, ZoneSpec,
+    DEFAULT_CHECK_INTERVAL, DEFAULT_LISTEN, DatasetConfig, DatasetSpec, DetailedDataset,
+    DnsblConfig, Settings, UdpEngine, ZoneConfig, ZoneSpec,
 };
 pub use dataset::DatasetType;
 pub use dataset::special::DEFAULT_TTL;

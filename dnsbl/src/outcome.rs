@@ -79,7 +79,10 @@ impl Outcome {
 
     /// Whether the answer is authoritative (AA): only answers from a zone's data.
     pub(crate) fn authoritative(self) -> bool {
-        matches!(self, Outcome::Listed | Outcome::NoData | Outcome::EmptyNonTerminal | Outcome::NxDomain)
+        matches!(
+            self,
+            Outcome::Listed | Outcome::NoData | Outcome::EmptyNonTerminal | Outcome::NxDomain
+        )
     }
 
     /// The name used in logs and counters.

@@ -20,7 +20,12 @@ impl QueryName {
     /// Reads an uncompressed wire name from the start of `data`; returns the name and the bytes
     /// it took. `None` if it is malformed, compressed, or over 255 bytes.
     pub(crate) fn from_wire(data: &[u8]) -> Option<(QueryName, usize)> {
-        let mut name = QueryName { wire: [0; MAX_NAME + 1], len: 0, starts: [0; MAX_LABELS], count: 0 };
+        let mut name = QueryName {
+            wire: [0; MAX_NAME + 1],
+            len: 0,
+            starts: [0; MAX_LABELS],
+            count: 0,
+        };
         let mut at = 0;
         loop {
             let len = usize::from(*data.get(at)?);
@@ -65,13 +70,21 @@ impl QueryName {
 
     /// The wire form of the name from label `i` on (label `count` is the root).
     pub(crate) fn suffix(&self, i: usize) -> &[u8] {
-        let start = if i >= self.count { self.len - 1 } else { usize::from(self.starts[i]) };
+        let start = if i >= self.count {
+            self.len - 1
+        } else {
+            usize::from(self.starts[i])
+        };
         &self.wire[start..self.len]
     }
 
     /// Offset of label `i` in the wire form (for compression pointers to the zone apex).
     pub(crate) fn offset(&self, i: usize) -> usize {
-        if i >= self.count { self.len - 1 } else { usize::from(self.starts[i]) }
+        if i >= self.count {
+            self.len - 1
+        } else {
+            usize::from(self.starts[i])
+        }
     }
 }
 
@@ -95,8 +108,14 @@ impl<'a> Subject<'a> {
     /// Reads the `depth` leftmost labels of `name`. `ip4_zone` says whether IPv4 datasets
     /// serve here, which makes IPv4-mapped and 6to4 IPv6 names look up their IPv4 address.
     pub(crate) fn new(name: &'a QueryName, depth: usize, ip4_zone: bool) -> Subject<'a> {
-        let mut subject =
-            Subject { name, depth, ip4: None, ip6: None, partial4: None, partial6: None };
+        let mut subject = Subject {
+            name,
+            depth,
+            ip4: None,
+            ip6: None,
+            partial4: None,
+            partial6: None,
+        };
         match depth {
             1..=3 => subject.partial4 = reversed_ip4(name, depth),
             4 => subject.ip4 = reversed_ip4(name, 4).map(|(addr, _)| addr),

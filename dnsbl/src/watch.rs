@@ -29,14 +29,21 @@ pub async fn watch(zones: Zones, check_interval: Option<Duration>) {
             _ = async { match timer.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => "timer",
         };
         let zones = zones.clone();
-        let summary = tokio::task::spawn_blocking(move || zones.reload_changed()).await.unwrap_or_default();
+        let summary = tokio::task::spawn_blocking(move || zones.reload_changed())
+            .await
+            .unwrap_or_default();
         log_reload(trigger, summary);
     }
 }
 
 fn log_reload(trigger: &str, summary: ReloadSummary) {
     if summary.reloaded > 0 || summary.failed > 0 {
-        tracing::info!(trigger, reloaded = summary.reloaded, failed = summary.failed, "zones reloaded");
+        tracing::info!(
+            trigger,
+            reloaded = summary.reloaded,
+            failed = summary.failed,
+            "zones reloaded"
+        );
     } else {
         tracing::debug!(trigger, "no dataset changed");
     }

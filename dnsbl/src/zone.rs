@@ -49,14 +49,33 @@ pub(crate) struct Zone {
 
 impl Zone {
     /// Builds a zone over loaded datasets; `versions` are the datasets' versions.
-    pub(crate) fn new(name: Name, datasets: Vec<Arc<Dataset>>, versions: &[u32], aggregate: Aggregate) -> Zone {
+    pub(crate) fn new(
+        name: Name,
+        datasets: Vec<Arc<Dataset>>,
+        versions: &[u32],
+        aggregate: Aggregate,
+    ) -> Zone {
         let name = name.to_lowercase();
         let soa = datasets.iter().find_map(|d| d.meta.soa.clone());
-        let ns = datasets.iter().find_map(|d| d.meta.ns.clone()).filter(|ns| !ns.names.is_empty());
+        let ns = datasets
+            .iter()
+            .find_map(|d| d.meta.ns.clone())
+            .filter(|ns| !ns.names.is_empty());
         let newest = versions.iter().copied().max().unwrap_or(0);
-        let serial = soa.as_ref().map_or(0, |s| if s.serial == 0 { newest } else { s.serial });
+        let serial = soa
+            .as_ref()
+            .map_or(0, |s| if s.serial == 0 { newest } else { s.serial });
         let ip4 = datasets.iter().any(|d| d.kind.is_ip4());
-        Zone { labels: name.label_count(), name, datasets, soa, ns, serial, ip4, aggregate }
+        Zone {
+            labels: name.label_count(),
+            name,
+            datasets,
+            soa,
+            ns,
+            serial,
+            ip4,
+            aggregate,
+        }
     }
 
     /// The SOA record's data in wire form.
@@ -141,17 +160,26 @@ impl Catalog {
 
     /// The most specific zone containing `name`.
     pub(crate) fn find(&self, name: &QueryName) -> Option<&Zone> {
-        self.zones
-            .iter()
-            .find(|z| z.labels <= name.count() && name.suffix(name.count() - z.labels) == z.name.wire())
+        self.zones.iter().find(|z| {
+            z.labels <= name.count() && name.suffix(name.count() - z.labels) == z.name.wire()
+        })
     }
 
     /// Answers `name`, type `qtype`, class `qclass`, leaving the answer records in `out`.
-    pub(crate) fn resolve(&self, name: &QueryName, qtype: u16, qclass: u16, out: &mut Answers) -> Resolution<'_> {
+    pub(crate) fn resolve(
+        &self,
+        name: &QueryName,
+        qtype: u16,
+        qclass: u16,
+        out: &mut Answers,
+    ) -> Resolution<'_> {
         const CLASS_IN: u16 = 1;
         const CLASS_ANY: u16 = 255;
         out.clear();
-        let done = |outcome| Resolution { outcome, zone: None };
+        let done = |outcome| Resolution {
+            outcome,
+            zone: None,
+        };
         if qtype >= rtype::TSIG && qtype != rtype::ANY {
             return done(Outcome::NotImplemented);
         }
@@ -165,6 +193,9 @@ impl Catalog {
         if !outcome.authoritative() {
             out.clear();
         }
-        Resolution { outcome, zone: Some(zone) }
+        Resolution {
+            outcome,
+            zone: Some(zone),
+        }
     }
 }

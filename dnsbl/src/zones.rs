@@ -88,9 +88,18 @@ impl Zones {
             current.insert(spec, Current::from(loaded));
         }
         let catalog = build_catalog(&settings.zones, &current);
-        let state = State { zones: settings.zones.clone(), options: settings.load, loaded: current };
-        let inner = Inner { catalog: ArcSwap::from_pointee(catalog), state: Mutex::new(state) };
-        Ok(Zones { inner: Arc::new(inner) })
+        let state = State {
+            zones: settings.zones.clone(),
+            options: settings.load,
+            loaded: current,
+        };
+        let inner = Inner {
+            catalog: ArcSwap::from_pointee(catalog),
+            state: Mutex::new(state),
+        };
+        Ok(Zones {
+            inner: Arc::new(inner),
+        })
     }
 
     /// Reloads every dataset whose files changed (modification time or size) since it was
@@ -98,7 +107,10 @@ impl Zones {
     /// previous data, so queries never fail because of a bad file.
     pub fn reload_changed(&self) -> ReloadSummary {
         self.reload_where(|current| {
-            current.stamps.iter().any(|(path, stamp)| FileStamp::of(path).ok() != Some(*stamp))
+            current
+                .stamps
+                .iter()
+                .any(|(path, stamp)| FileStamp::of(path).ok() != Some(*stamp))
         })
     }
 
@@ -110,10 +122,18 @@ impl Zones {
 
     fn reload_where(&self, stale: impl Fn(&Current) -> bool + Sync) -> ReloadSummary {
         // One reload at a time; queries go on against the current catalog meanwhile.
-        let mut state = self.inner.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut state = self
+            .inner
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let options = state.options;
-        let stale_specs: Vec<DatasetSpec> =
-            state.loaded.iter().filter(|(_, c)| stale(c)).map(|(s, _)| s.clone()).collect();
+        let stale_specs: Vec<DatasetSpec> = state
+            .loaded
+            .iter()
+            .filter(|(_, c)| stale(c))
+            .map(|(s, _)| s.clone())
+            .collect();
         if stale_specs.is_empty() {
             return ReloadSummary::default();
         }
@@ -177,7 +197,10 @@ impl Zones {
         if resolution.outcome != Outcome::Listed {
             return None;
         }
-        let mut listing = Listing { a: Vec::new(), txt: Vec::new() };
+        let mut listing = Listing {
+            a: Vec::new(),
+            txt: Vec::new(),
+        };
         for record in answers.records() {
             let rdata = answers.rdata(record);
             match record.rtype {
@@ -186,7 +209,9 @@ impl Zones {
                         listing.a.push(octets.into());
                     }
                 }
-                rtype::TXT => listing.txt.push(String::from_utf8_lossy(rdata.get(1..).unwrap_or_default()).into_owned()),
+                rtype::TXT => listing
+                    .txt
+                    .push(String::from_utf8_lossy(rdata.get(1..).unwrap_or_default()).into_owned()),
                 _ => {}
             }
         }
@@ -200,13 +225,23 @@ impl Zones {
 
     /// The names of the zones served.
     pub fn zone_names(&self) -> Vec<String> {
-        self.inner.catalog.load().zones().iter().map(|z| z.name.to_string()).collect()
+        self.inner
+            .catalog
+            .load()
+            .zones()
+            .iter()
+            .map(|z| z.name.to_string())
+            .collect()
     }
 }
 
 impl From<Loaded> for Current {
     fn from(loaded: Loaded) -> Current {
-        Current { dataset: Arc::new(loaded.dataset), stamps: loaded.stamps, version: loaded.version }
+        Current {
+            dataset: Arc::new(loaded.dataset),
+            stamps: loaded.stamps,
+            version: loaded.version,
+        }
     }
 }
 
@@ -244,7 +279,8 @@ fn build_catalog(zones: &[ZoneSpec], loaded: &HashMap<DatasetSpec, Current>) -> 
     let zones = zones
         .iter()
         .map(|spec| {
-            let current: Vec<&Current> = spec.datasets.iter().filter_map(|d| loaded.get(d)).collect();
+            let current: Vec<&Current> =
+                spec.datasets.iter().filter_map(|d| loaded.get(d)).collect();
             let datasets = current.iter().map(|c| Arc::clone(&c.dataset)).collect();
             let versions: Vec<u32> = current.iter().map(|c| c.version).collect();
             Zone::new(spec.name.clone(), datasets, &versions, spec.aggregate)
@@ -268,13 +304,25 @@ fn report(spec: &DatasetSpec, zones: &[ZoneSpec], loaded: &Loaded) {
     }
     let entries = loaded.dataset.entries();
     let bytes = loaded.dataset.heap_bytes();
-    let bytes_per_entry = if entries == 0 { 0.0 } else { bytes as f64 / entries as f64 };
+    let bytes_per_entry = if entries == 0 {
+        0.0
+    } else {
+        bytes as f64 / entries as f64
+    };
     let parts = match &loaded.dataset.data {
-        Data::Combined(combined) => combined.parts.iter().map(|p| &*p.label).collect::<Vec<_>>().join(","),
+        Data::Combined(combined) => combined
+            .parts
+            .iter()
+            .map(|p| &*p.label)
+            .collect::<Vec<_>>()
+            .join(","),
         _ => String::new(),
     };
-    let names: Vec<String> =
-        zones.iter().filter(|z| z.datasets.contains(spec)).map(|z| z.name.to_string()).collect();
+    let names: Vec<String> = zones
+        .iter()
+        .filter(|z| z.datasets.contains(spec))
+        .map(|z| z.name.to_string())
+        .collect();
     tracing::info!(
         zone = %names.join(","),
         dataset = %spec,
@@ -300,7 +348,8 @@ mod tests {
 
     impl Files {
         fn new(label: &str) -> Files {
-            let dir = std::env::temp_dir().join(format!("moat-dnsbl-unit-{label}-{}", std::process::id()));
+            let dir = std::env::temp_dir()
+                .join(format!("moat-dnsbl-unit-{label}-{}", std::process::id()));
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&dir).expect("create a directory");
             Files(dir)
@@ -322,12 +371,17 @@ mod tests {
     }
 
     fn zones(zones: &[(&str, &[String], Aggregate)]) -> Zones {
-        let mut settings = DnsblConfig::default().validate(Path::new("")).expect("defaults");
+        let mut settings = DnsblConfig::default()
+            .validate(Path::new(""))
+            .expect("defaults");
         settings.zones = zones
             .iter()
             .map(|(name, specs, aggregate)| ZoneSpec {
                 name: Name::parse(name.as_bytes()).expect("a name"),
-                datasets: specs.iter().map(|s| DatasetSpec::parse(s, Path::new("")).expect("a spec")).collect(),
+                datasets: specs
+                    .iter()
+                    .map(|s| DatasetSpec::parse(s, Path::new("")).expect("a spec"))
+                    .collect(),
                 aggregate: *aggregate,
             })
             .collect();
@@ -339,17 +393,38 @@ mod tests {
         let files = Files::new("ip");
         let v4 = files.write("v4", ":127.0.0.4:Listed $\n192.0.2.0/24\n!192.0.2.7\n");
         let v6 = files.write("v6", ":127.0.0.5:v6 $\n2001:db8::/32\n");
-        let zones = zones(&[("bl.example", &[format!("ip4set:{v4}"), format!("ip6trie:{v6}")], Aggregate::All)]);
+        let zones = zones(&[(
+            "bl.example",
+            &[format!("ip4set:{v4}"), format!("ip6trie:{v6}")],
+            Aggregate::All,
+        )]);
 
-        let listing = zones.lookup_ip("bl.example", "192.0.2.9".parse().expect("ip")).expect("listed");
-        assert_eq!(listing, Listing { a: vec![Ipv4Addr::new(127, 0, 0, 4)], txt: vec!["Listed 192.0.2.9".into()] });
-        assert_eq!(zones.lookup_ip("bl.example", "192.0.2.7".parse().expect("ip")), None);
-        assert_eq!(zones.lookup_ip("other.example", "192.0.2.9".parse().expect("ip")), None);
+        let listing = zones
+            .lookup_ip("bl.example", "192.0.2.9".parse().expect("ip"))
+            .expect("listed");
+        assert_eq!(
+            listing,
+            Listing {
+                a: vec![Ipv4Addr::new(127, 0, 0, 4)],
+                txt: vec!["Listed 192.0.2.9".into()]
+            }
+        );
+        assert_eq!(
+            zones.lookup_ip("bl.example", "192.0.2.7".parse().expect("ip")),
+            None
+        );
+        assert_eq!(
+            zones.lookup_ip("other.example", "192.0.2.9".parse().expect("ip")),
+            None
+        );
         let v6: Ipv6Addr = "2001:db8::25".parse().expect("ip");
         let listing = zones.lookup_ip("bl.example", v6.into()).expect("listed");
         assert_eq!(listing.txt, ["v6 2001:db8::25"]);
         let mapped: Ipv6Addr = "::ffff:192.0.2.9".parse().expect("ip");
-        assert!(zones.lookup_ip("bl.example", mapped.into()).is_some(), "IPv4-mapped looks up IPv4");
+        assert!(
+            zones.lookup_ip("bl.example", mapped.into()).is_some(),
+            "IPv4-mapped looks up IPv4"
+        );
     }
 
     #[test]
@@ -357,7 +432,9 @@ mod tests {
         let files = Files::new("domain");
         let names = files.write("names", ".spam.example :3:Spam domain $\n");
         let zones = zones(&[("dbl.example", &[format!("dnset:{names}")], Aggregate::All)]);
-        let listing = zones.lookup_domain("dbl.example", "www.spam.example.").expect("listed");
+        let listing = zones
+            .lookup_domain("dbl.example", "www.spam.example.")
+            .expect("listed");
         assert_eq!(listing.a, [Ipv4Addr::new(127, 0, 0, 3)]);
         assert_eq!(listing.txt, ["Spam domain spam.example"]);
         assert_eq!(zones.lookup_domain("dbl.example", "ham.example"), None);
@@ -369,10 +446,16 @@ mod tests {
         let spam = files.write("spam", ":2:spam\n192.0.2.1\n");
         let proxy = files.write("proxy", ":4:proxy\n192.0.2.1\n192.0.2.2\n");
         let specs = [format!("ip4set:{spam}"), format!("ip4set:{proxy}")];
-        let zones = zones(&[("all.example", &specs, Aggregate::All), ("mask.example", &specs, Aggregate::Bitmask)]);
+        let zones = zones(&[
+            ("all.example", &specs, Aggregate::All),
+            ("mask.example", &specs, Aggregate::Bitmask),
+        ]);
         let ip = "192.0.2.1".parse().expect("ip");
         let all = zones.lookup_ip("all.example", ip).expect("listed");
-        assert_eq!(all.a, [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 4)]);
+        assert_eq!(
+            all.a,
+            [Ipv4Addr::new(127, 0, 0, 2), Ipv4Addr::new(127, 0, 0, 4)]
+        );
         let mask = zones.lookup_ip("mask.example", ip).expect("listed");
         assert_eq!(mask.a, [Ipv4Addr::new(127, 0, 0, 6)]);
         assert_eq!(mask.txt, ["spam", "proxy"]);
@@ -386,8 +469,18 @@ mod tests {
         let ip = "192.0.2.2".parse().expect("ip");
         assert_eq!(zones.lookup_ip("bl.example", ip), None);
         files.write("list", "192.0.2.2\n");
-        assert_eq!(zones.reload_path(Path::new(&list)), ReloadSummary { reloaded: 1, failed: 0 });
+        assert_eq!(
+            zones.reload_path(Path::new(&list)),
+            ReloadSummary {
+                reloaded: 1,
+                failed: 0
+            }
+        );
         assert!(zones.lookup_ip("bl.example", ip).is_some());
-        assert_eq!(zones.reload_changed(), ReloadSummary::default(), "nothing changed since");
+        assert_eq!(
+            zones.reload_changed(),
+            ReloadSummary::default(),
+            "nothing changed since"
+        );
     }
 }

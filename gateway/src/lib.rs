@@ -9,11 +9,13 @@
 //!   batched for PIPELINING) and runs each command's stage: hello, mail, rcpt, data, bdat.
 //!   The framing of DATA and the newline policy ([`BareNewline`]) live in `framing`, free
 //!   of I/O so they can be tested byte by byte.
-//! - [`AcceptedDomains`] decides each forward-path: ours, unknown user, or relay denied.
+//! - [`AcceptedDomains`] decides each forward-path: ours, unknown user, or relay denied; then
+//!   the [`Checks`] that are on (greylisting) may defer it.
 //! - At the end of DATA or the last BDAT chunk, the message, with a `Received` header added,
 //!   goes to [`moat_delivery::Queue::accept`]; the 250 reply is sent only once it returns.
 //! - Every refusal's code, enhanced status and text come from one table, [`Refusal`].
 
+mod checks;
 mod config;
 mod listener;
 mod received;
@@ -31,6 +33,7 @@ use moat_delivery::Queue;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use checks::Checks;
 pub use config::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_COMMAND_LINE, DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SESSIONS,
@@ -50,6 +53,7 @@ pub(crate) struct Shared {
     domains: AcceptedDomains,
     tls: Option<TlsAcceptor>,
     queue: Queue,
+    checks: Checks,
     sessions: listener::SessionCounts,
     /// Clients that passed the pre-greet test, until when.
     pregreet_passed: Mutex<HashMap<IpAddr, Instant>>,
@@ -72,6 +76,7 @@ impl Gateway {
         domains: AcceptedDomains,
         tls: Option<TlsAcceptor>,
         queue: Queue,
+        checks: Checks,
     ) -> Result<Gateway, GatewayError> {
         let listeners = listener::bind(addrs).await?;
         let shared = Arc::new(Shared {
@@ -79,6 +84,7 @@ impl Gateway {
             domains,
             tls,
             queue,
+            checks,
             sessions: listener::SessionCounts::default(),
             pregreet_passed: Mutex::new(HashMap::new()),
         });

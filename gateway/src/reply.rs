@@ -126,6 +126,9 @@ pub enum Refusal {
     BadChunkSize,
     /// STARTTLS with a parameter (RFC 3207 section 4).
     StartTlsParameter,
+    /// The greylist defers this recipient, or cannot decide and is set to fail temporarily;
+    /// its reply (450 or 451 4.7.1, with when to retry) comes from the greylist's own table.
+    Greylisted(moat_greylist::SmtpReply),
     /// The spool could not store the message; the client should retry.
     QueueUnavailable,
     /// The server is shutting down.
@@ -165,6 +168,8 @@ impl Refusal {
             Refusal::TlsUnavailable => "tls_unavailable",
             Refusal::BadChunkSize => "bad_chunk_size",
             Refusal::StartTlsParameter => "starttls_parameter",
+            Refusal::Greylisted(reply) if reply.code == 450 => "greylisted",
+            Refusal::Greylisted(_) => "greylist_unavailable",
             Refusal::QueueUnavailable => "queue_unavailable",
             Refusal::ShuttingDown => "shutting_down",
         }
@@ -257,6 +262,7 @@ impl Refusal {
             Refusal::StartTlsParameter => {
                 Reply::new(501, "5.5.4", "Syntax: STARTTLS (no parameters allowed)")
             }
+            Refusal::Greylisted(reply) => Reply::new(reply.code, reply.status, reply.text.clone()),
             Refusal::QueueUnavailable => Reply::new(
                 451,
                 "4.3.0",

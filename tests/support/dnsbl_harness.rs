@@ -22,7 +22,9 @@ pub const STARTUP: Duration = Duration::from_secs(20);
 
 /// A dataset file of the cases table.
 pub fn zone_file(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/support/dnsbl_zones").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/support/dnsbl_zones")
+        .join(name)
 }
 
 /// A running `moat dnsbl serve`.
@@ -45,7 +47,8 @@ mod tempdir {
             use std::sync::atomic::{AtomicU32, Ordering};
             static NEXT: AtomicU32 = AtomicU32::new(0);
             let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = std::env::temp_dir().join(format!("moat-dnsbl-{label}-{}-{n}", std::process::id()));
+            let path =
+                std::env::temp_dir().join(format!("moat-dnsbl-{label}-{}-{n}", std::process::id()));
             let _ = std::fs::remove_dir_all(&path);
             std::fs::create_dir_all(&path).expect("create a temporary directory");
             use std::os::unix::fs::PermissionsExt;
@@ -79,7 +82,14 @@ impl Moat {
         let log = dir.path().join("moat.log");
         let out = fs::File::create(&log).expect("create the log");
         let child = Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args(["dnsbl", "serve", "--listen", "127.0.0.1:0", "--udp-sockets", "2"])
+            .args([
+                "dnsbl",
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--udp-sockets",
+                "2",
+            ])
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -88,7 +98,12 @@ impl Moat {
             .stderr(out)
             .spawn()
             .expect("start moat");
-        let mut moat = Moat { addr: SocketAddr::from(([127, 0, 0, 1], 0)), child, log, dir };
+        let mut moat = Moat {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child,
+            log,
+            dir,
+        };
         let start = Instant::now();
         loop {
             if let Some(addr) = moat.logged_addr() {
@@ -98,7 +113,11 @@ impl Moat {
             if let Ok(Some(status)) = moat.child.try_wait() {
                 panic!("moat exited with {status}:\n{}", moat.log());
             }
-            assert!(start.elapsed() < STARTUP, "moat did not start:\n{}", moat.log());
+            assert!(
+                start.elapsed() < STARTUP,
+                "moat did not start:\n{}",
+                moat.log()
+            );
             thread::sleep(Duration::from_millis(20));
         }
     }
@@ -138,7 +157,10 @@ impl Moat {
 
 impl Drop for Moat {
     fn drop(&mut self) {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(5) {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -161,7 +183,12 @@ pub struct Rbldnsd {
 impl Rbldnsd {
     /// Whether rbldnsd is installed.
     pub fn available() -> bool {
-        Command::new("rbldnsd").arg("-h").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok()
+        Command::new("rbldnsd")
+            .arg("-h")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
     }
 
     /// Starts `rbldnsd -n` with zone specs such as `bl.test:ip4set:FILE`, and waits until it
@@ -181,7 +208,10 @@ impl Rbldnsd {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start rbldnsd");
-        let mut server = Rbldnsd { addr: SocketAddr::from(([127, 0, 0, 1], port)), child };
+        let mut server = Rbldnsd {
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            child,
+        };
         let start = Instant::now();
         loop {
             if answers_udp(server.addr) {
@@ -208,7 +238,10 @@ impl Drop for Rbldnsd {
 }
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"))
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0\n"))
 }
 
 /// A loopback UDP port that was free a moment ago.
@@ -274,14 +307,22 @@ impl Reply {
 
     /// The data of the answer records of `rtype`, sorted.
     pub fn data(&self, rtype: &str) -> Vec<String> {
-        let mut data: Vec<String> = self.answer.iter().filter(|r| r.rtype == rtype).map(|r| r.data.clone()).collect();
+        let mut data: Vec<String> = self
+            .answer
+            .iter()
+            .filter(|r| r.rtype == rtype)
+            .map(|r| r.data.clone())
+            .collect();
         data.sort();
         data
     }
 
     /// The TXT texts of the answer, unquoted, sorted.
     pub fn txt(&self) -> Vec<String> {
-        self.data("TXT").iter().map(|d| d.trim_matches('"').to_owned()).collect()
+        self.data("TXT")
+            .iter()
+            .map(|d| d.trim_matches('"').to_owned())
+            .collect()
     }
 
     /// Whether the reply is a listing: NOERROR with AA and at least one answer.
@@ -296,12 +337,17 @@ impl Reply {
 
     /// Whether the reply is NOERROR, no answer, with the SOA in the authority section.
     pub fn nodata(&self) -> bool {
-        self.status == "NOERROR" && self.answer.is_empty() && self.authority.iter().any(|r| r.rtype == "SOA")
+        self.status == "NOERROR"
+            && self.answer.is_empty()
+            && self.authority.iter().any(|r| r.rtype == "SOA")
     }
 
     /// The TTL of the SOA in the authority section.
     pub fn soa_ttl(&self) -> Option<u32> {
-        self.authority.iter().find(|r| r.rtype == "SOA").map(|r| r.ttl)
+        self.authority
+            .iter()
+            .find(|r| r.rtype == "SOA")
+            .map(|r| r.ttl)
     }
 }
 
@@ -319,7 +365,9 @@ pub enum Via {
 /// Sends one query with dig to `server` and parses the reply. dig never retries over TCP
 /// by itself (`+ignore`), so a truncated reply is seen as such.
 pub fn dig(server: SocketAddr, name: &str, rtype: &str, via: Via) -> Reply {
-    dig_many(server, &[(name.to_owned(), rtype)], via).pop().expect("one reply per query")
+    dig_many(server, &[(name.to_owned(), rtype)], via)
+        .pop()
+        .expect("one reply per query")
 }
 
 /// Sends several queries with one dig process (batch mode) and parses the replies, in order.
@@ -331,7 +379,10 @@ pub fn dig_many(server: SocketAddr, queries: &[(String, &str)], via: Via) -> Vec
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     ));
-    let lines: Vec<String> = queries.iter().map(|(name, rtype)| format!("{name} {rtype}")).collect();
+    let lines: Vec<String> = queries
+        .iter()
+        .map(|(name, rtype)| format!("{name} {rtype}"))
+        .collect();
     fs::write(&batch, lines.join("\n") + "\n").expect("write dig's batch file");
 
     let mut command = Command::new("dig");
@@ -341,7 +392,11 @@ pub fn dig_many(server: SocketAddr, queries: &[(String, &str)], via: Via) -> Vec
         .args(["+norec", "+nocookie", "+ignore", "+tries=1", "+time=3"]);
     match via {
         Via::Udp => command.args(["+noedns", "+notcp"]),
-        Via::Edns(size) => command.args(["+edns=0".to_owned(), format!("+bufsize={size}"), "+notcp".to_owned()]),
+        Via::Edns(size) => command.args([
+            "+edns=0".to_owned(),
+            format!("+bufsize={size}"),
+            "+notcp".to_owned(),
+        ]),
         Via::Tcp => command.args(["+noedns", "+tcp"]),
     };
     let output = command.arg("-f").arg(&batch).output().expect("run dig");
@@ -366,16 +421,28 @@ pub fn dig_many(server: SocketAddr, queries: &[(String, &str)], via: Via) -> Vec
 
 /// Parses dig's default output.
 pub fn parse_dig(text: &str) -> Reply {
-    let mut reply = Reply { raw: text.to_owned(), status: "TIMEOUT".into(), ..Reply::default() };
+    let mut reply = Reply {
+        raw: text.to_owned(),
+        status: "TIMEOUT".into(),
+        ..Reply::default()
+    };
     let mut section = "";
     for line in text.lines() {
         if let Some(at) = line.find("status: ") {
-            reply.status = line[at + 8..].split(',').next().unwrap_or("").trim().to_owned();
+            reply.status = line[at + 8..]
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
         } else if let Some(rest) = line.strip_prefix(";; flags: ") {
             let flags = rest.split(';').next().unwrap_or("");
             reply.flags = flags.split_whitespace().map(str::to_owned).collect();
         } else if let Some(rest) = line.strip_prefix("; EDNS: ") {
-            reply.edns_udp = rest.rsplit("udp: ").next().and_then(|u| u.trim().parse().ok());
+            reply.edns_udp = rest
+                .rsplit("udp: ")
+                .next()
+                .and_then(|u| u.trim().parse().ok());
         } else if let Some(rest) = line.strip_prefix(";; MSG SIZE  rcvd: ") {
             reply.size = rest.trim().parse().unwrap_or(0);
         } else if line.starts_with(";; ANSWER SECTION") {
@@ -407,7 +474,12 @@ fn parse_rr(line: &str) -> Option<Rr> {
     let _class = parts.next()?;
     let rtype = parts.next()?.to_owned();
     let data = parts.collect::<Vec<_>>().join(" ");
-    Some(Rr { name, ttl, rtype, data })
+    Some(Rr {
+        name,
+        ttl,
+        rtype,
+        data,
+    })
 }
 
 /// The reversed-octet name of an IPv4 address in `zone`.

@@ -7,12 +7,20 @@
 
 /// The network mask of `bits` leading ones; `bits` is at most 32.
 pub(crate) fn ip4_mask(bits: u8) -> u32 {
-    if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) }
+    if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(bits))
+    }
 }
 
 /// The network mask of `bits` leading ones; `bits` is at most 128.
 pub(crate) fn ip6_mask(bits: u8) -> u128 {
-    if bits == 0 { 0 } else { u128::MAX << (128 - u32::from(bits)) }
+    if bits == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(bits))
+    }
 }
 
 /// Parses one to four dotted decimal octets (`10`, `10.1`, `10.1.2`, `10.1.2.3`).
@@ -87,7 +95,14 @@ pub(crate) fn ip4_range(s: &[u8]) -> Option<(Ip4Range, &[u8])> {
         if first > last {
             return None;
         }
-        return Some((Ip4Range { first, last, bits: 32 }, rest));
+        return Some((
+            Ip4Range {
+                first,
+                last,
+                bits: 32,
+            },
+            rest,
+        ));
     }
     let (bits, rest) = match rest.strip_prefix(b"/") {
         Some(tail) => mask_bits(tail, 32)?,
@@ -124,7 +139,9 @@ pub(crate) fn ip4_loose(s: &[u8]) -> Option<(u32, u8, &[u8])> {
 }
 
 fn hex_value(b: u8) -> Option<u16> {
-    char::from(b).to_digit(16).and_then(|d| u16::try_from(d).ok())
+    char::from(b)
+        .to_digit(16)
+        .and_then(|d| u16::try_from(d).ok())
 }
 
 /// Parses one group of up to four hex digits.
@@ -160,7 +177,11 @@ pub(crate) fn ip6_prefix(s: &[u8]) -> Option<(u128, u8, &[u8])> {
             }
             return None;
         };
-        if compressed { tail.push(group) } else { head.push(group) }
+        if compressed {
+            tail.push(group)
+        } else {
+            head.push(group)
+        }
         rest = after;
         if head.len() + tail.len() >= 8 {
             break;
@@ -171,9 +192,7 @@ pub(crate) fn ip6_prefix(s: &[u8]) -> Option<(u128, u8, &[u8])> {
             continue;
         }
         match rest.split_first() {
-            Some((b':', after)) if after.first().is_some_and(u8::is_ascii_hexdigit) => {
-                rest = after
-            }
+            Some((b':', after)) if after.first().is_some_and(u8::is_ascii_hexdigit) => rest = after,
             _ => break,
         }
     }
@@ -188,7 +207,11 @@ pub(crate) fn ip6_prefix(s: &[u8]) -> Option<(u128, u8, &[u8])> {
     for (i, group) in tail.iter().rev().enumerate() {
         addr |= u128::from(*group) << (16 * i);
     }
-    let bits = if compressed { 128 } else { u8::try_from(16 * head.len()).ok()? };
+    let bits = if compressed {
+        128
+    } else {
+        u8::try_from(16 * head.len()).ok()?
+    };
     Some((addr, bits, rest))
 }
 
@@ -217,7 +240,10 @@ mod tests {
     #[test]
     fn prefix_ranges_complete_the_last_boundary_with_ones() {
         let r = range("10.16-31").expect("valid");
-        assert_eq!((r.0.as_str(), r.1.as_str(), r.2), ("10.16.0.0", "10.31.255.255", 32));
+        assert_eq!(
+            (r.0.as_str(), r.1.as_str(), r.2),
+            ("10.16.0.0", "10.31.255.255", 32)
+        );
         let r = range("12.0.0.5-7").expect("valid");
         assert_eq!((r.0.as_str(), r.1.as_str()), ("12.0.0.5", "12.0.0.7"));
         let r = range("127.16-127.31").expect("valid");

@@ -38,9 +38,16 @@ impl Combined {
         let zone = self.subzones.iter().find(|zone| {
             let n = zone.labels.len();
             n <= subject.depth
-                && zone.labels.iter().enumerate().all(|(i, label)| subject.label(subject.depth - n + i) == &label[..])
+                && zone
+                    .labels
+                    .iter()
+                    .enumerate()
+                    .all(|(i, label)| subject.label(subject.depth - n + i) == &label[..])
         })?;
-        let ip4 = zone.parts.iter().any(|&p| self.parts.get(p).is_some_and(|d| d.kind.is_ip4()));
+        let ip4 = zone
+            .parts
+            .iter()
+            .any(|&p| self.parts.get(p).is_some_and(|d| d.kind.is_ip4()));
         Some((zone, subject.below(zone.labels.len(), ip4)))
     }
 
@@ -64,7 +71,8 @@ impl Combined {
         let deeper_subzone = self.subzones.iter().any(|zone| {
             let n = zone.labels.len();
             n > subject.depth
-                && (0..subject.depth).all(|i| subject.label(i) == &zone.labels[n - subject.depth + i][..])
+                && (0..subject.depth)
+                    .all(|i| subject.label(i) == &zone.labels[n - subject.depth + i][..])
         });
         if deeper_subzone {
             return true;
@@ -72,7 +80,10 @@ impl Combined {
         let Some((zone, inner)) = self.subzone(subject) else {
             return false;
         };
-        zone.parts.iter().filter_map(|&p| self.parts.get(p)).any(|d| d.has_names_below(&inner))
+        zone.parts
+            .iter()
+            .filter_map(|&p| self.parts.get(p))
+            .any(|d| d.has_names_below(&inner))
     }
 
     /// Entries over all parts.

@@ -30,7 +30,10 @@ pub(crate) fn parse_line(data: &[u8]) -> Line<'_> {
         _ => (true, false, text),
     };
     let (word, rest) = first_word(text);
-    let Some(key) = Name::parse(word).filter(|n| !n.is_root()).and_then(|n| reversed_key(&n)) else {
+    let Some(key) = Name::parse(word)
+        .filter(|n| !n.is_root())
+        .and_then(|n| reversed_key(&n))
+    else {
         return Line::Invalid("invalid domain name");
     };
     let value = match (excluded, has_value(rest)) {
@@ -40,7 +43,11 @@ pub(crate) fn parse_line(data: &[u8]) -> Line<'_> {
         },
         _ => None,
     };
-    Line::Entry { entry: Entry::Domain { key, plain, wild }, excluded, value }
+    Line::Entry {
+        entry: Entry::Domain { key, plain, wild },
+        excluded,
+        value,
+    }
 }
 
 /// The key of a name: its labels lower-cased, right to left, each followed by a zero byte.
@@ -95,7 +102,13 @@ impl KeyList {
 
 impl Builder {
     /// Adds a name to the plain list, the wildcard list, or both.
-    pub(crate) fn add(&mut self, key: Vec<u8>, plain: bool, wild: bool, value: ValueId) -> Result<(), &'static str> {
+    pub(crate) fn add(
+        &mut self,
+        key: Vec<u8>,
+        plain: bool,
+        wild: bool,
+        value: ValueId,
+    ) -> Result<(), &'static str> {
         if plain {
             self.plain.push(&key, value);
         }
@@ -107,7 +120,10 @@ impl Builder {
 
     /// Sorts both lists.
     pub(crate) fn finish(self) -> DnSet {
-        let (plain, wild) = rayon::join(|| NameTable::build(self.plain), || NameTable::build(self.wild));
+        let (plain, wild) = rayon::join(
+            || NameTable::build(self.plain),
+            || NameTable::build(self.wild),
+        );
         DnSet { plain, wild }
     }
 }
@@ -166,7 +182,11 @@ impl NameTable {
         let (mut lo, mut hi) = (0, self.len());
         while lo < hi {
             let mid = lo + (hi - lo) / 2;
-            if self.key(mid) < key { lo = mid + 1 } else { hi = mid }
+            if self.key(mid) < key {
+                lo = mid + 1
+            } else {
+                hi = mid
+            }
         }
         lo
     }
@@ -211,7 +231,13 @@ pub(crate) struct DnSet {
 
 impl DnSet {
     /// Answers for the name of `subject`: an exact entry, else the nearest wildcard above it.
-    pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
+    pub(crate) fn query(
+        &self,
+        subject: &Subject<'_>,
+        want: Want,
+        ds: &Dataset,
+        out: &mut Answers,
+    ) -> bool {
         if subject.depth == 0 {
             return false;
         }
@@ -223,7 +249,11 @@ impl DnSet {
         if ids[0] == EXCLUDED {
             return false;
         }
-        let text = if want.txt { key_to_text(entry) } else { String::new() };
+        let text = if want.txt {
+            key_to_text(entry)
+        } else {
+            String::new()
+        };
         for &id in ids {
             ds.answer_value(id, text.as_bytes(), want, out);
         }
@@ -277,7 +307,9 @@ mod tests {
     fn set(entries: &[(&str, bool, bool, ValueId)]) -> DnSet {
         let mut builder = Builder::default();
         for (name, plain, wild, value) in entries {
-            builder.add(key(name), *plain, *wild, *value).expect("accepted");
+            builder
+                .add(key(name), *plain, *wild, *value)
+                .expect("accepted");
         }
         builder.finish()
     }
@@ -296,10 +328,22 @@ mod tests {
             ("deep.dot.example", false, true, EXCLUDED),
         ]);
         assert!(set.find(&key("star.example")).is_none());
-        assert_eq!(set.find(&key("a.b.star.example")).map(|(ids, _)| ids), Some(&[1][..]));
-        assert_eq!(set.find(&key("dot.example")).map(|(ids, _)| ids), Some(&[2][..]));
-        assert_eq!(set.find(&key("deep.dot.example")).map(|(ids, _)| ids), Some(&[2][..]));
-        assert_eq!(set.find(&key("x.deep.dot.example")).map(|(ids, _)| ids), Some(&[EXCLUDED][..]));
+        assert_eq!(
+            set.find(&key("a.b.star.example")).map(|(ids, _)| ids),
+            Some(&[1][..])
+        );
+        assert_eq!(
+            set.find(&key("dot.example")).map(|(ids, _)| ids),
+            Some(&[2][..])
+        );
+        assert_eq!(
+            set.find(&key("deep.dot.example")).map(|(ids, _)| ids),
+            Some(&[2][..])
+        );
+        assert_eq!(
+            set.find(&key("x.deep.dot.example")).map(|(ids, _)| ids),
+            Some(&[EXCLUDED][..])
+        );
     }
 
     #[test]

@@ -23,7 +23,11 @@ pub(crate) struct Record {
 /// Reads one generic line.
 pub(crate) fn parse_line(data: &[u8]) -> Line<'_> {
     match parse_record(data) {
-        Some(record) => Line::Entry { entry: Entry::Record(record), excluded: false, value: None },
+        Some(record) => Line::Entry {
+            entry: Entry::Record(record),
+            excluded: false,
+            value: None,
+        },
         None => Line::Invalid("invalid/unrecognized entry"),
     }
 }
@@ -84,7 +88,12 @@ fn parse_record(data: &[u8]) -> Option<Record> {
         }
         _ => return None,
     };
-    Some(Record { key, ttl, rtype, rdata: rdata.into() })
+    Some(Record {
+        key,
+        ttl,
+        rtype,
+        rdata: rdata.into(),
+    })
 }
 
 /// Collects generic records.
@@ -105,7 +114,11 @@ impl Builder {
     pub(crate) fn finish(self) -> Generic {
         let mut names: BTreeMap<Vec<u8>, Vec<Stored>> = BTreeMap::new();
         for record in self.records {
-            let stored = Stored { rtype: record.rtype, ttl: record.ttl.unwrap_or(0), rdata: record.rdata };
+            let stored = Stored {
+                rtype: record.rtype,
+                ttl: record.ttl.unwrap_or(0),
+                rdata: record.rdata,
+            };
             names.entry(record.key).or_default().push(stored);
         }
         Generic { names }
@@ -168,7 +181,10 @@ impl Generic {
 
     /// Heap bytes held (approximate).
     pub(crate) fn heap_bytes(&self) -> usize {
-        self.names.iter().map(|(k, v)| k.len() + v.iter().map(|r| r.rdata.len() + 16).sum::<usize>()).sum()
+        self.names
+            .iter()
+            .map(|(k, v)| k.len() + v.iter().map(|r| r.rdata.len() + 16).sum::<usize>())
+            .sum()
     }
 }
 
@@ -179,7 +195,10 @@ mod tests {
     #[test]
     fn records_parse_with_optional_ttl_and_class() {
         let r = parse_record(b"www 3000 IN A 127.0.0.8").expect("valid");
-        assert_eq!((r.key.as_slice(), r.ttl, r.rtype, &r.rdata[..]), (&b"www\0"[..], Some(3000), rtype::A, &[127, 0, 0, 8][..]));
+        assert_eq!(
+            (r.key.as_slice(), r.ttl, r.rtype, &r.rdata[..]),
+            (&b"www\0"[..], Some(3000), rtype::A, &[127, 0, 0, 8][..])
+        );
         let r = parse_record(b"@ TXT \"about us\"").expect("valid");
         assert_eq!((r.key.len(), &r.rdata[..]), (0, &b"\x08about us"[..]));
         let r = parse_record(b"@ MX 10 mx.ex.com").expect("valid");

@@ -46,7 +46,11 @@ pub(crate) fn parse_line(data: &[u8], options: ParseOptions) -> Line<'_> {
         },
         _ => None,
     };
-    Line::Entry { entry: Entry::Ip4Range(range), excluded, value }
+    Line::Entry {
+        entry: Entry::Ip4Range(range),
+        excluded,
+        value,
+    }
 }
 
 /// Collects ip4set entries level by level.
@@ -57,7 +61,12 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// Adds a range, cut into blocks of the four levels.
-    pub(crate) fn add(&mut self, range: Ip4Range, value: ValueId, meta: &Meta) -> Result<(), &'static str> {
+    pub(crate) fn add(
+        &mut self,
+        range: Ip4Range,
+        value: ValueId,
+        meta: &Meta,
+    ) -> Result<(), &'static str> {
         if let Some(max) = meta.max_range4 {
             if range.last - range.first >= max {
                 return Err("too large range ignored ($MAXRANGE4)");
@@ -75,10 +84,13 @@ impl Builder {
     /// Sorts the four levels.
     pub(crate) fn finish(self) -> Ip4Set {
         let [l32, l24, l16, l8] = self.levels;
-        let (a, b) = rayon::join(|| (SortedMap::build(l32), SortedMap::build(l24)), || {
-            (SortedMap::build(l16), SortedMap::build(l8))
-        });
-        Ip4Set { levels: [a.0, a.1, b.0, b.1] }
+        let (a, b) = rayon::join(
+            || (SortedMap::build(l32), SortedMap::build(l24)),
+            || (SortedMap::build(l16), SortedMap::build(l8)),
+        );
+        Ip4Set {
+            levels: [a.0, a.1, b.0, b.1],
+        }
     }
 }
 
@@ -129,7 +141,13 @@ pub(crate) struct Ip4Set {
 
 impl Ip4Set {
     /// Answers for the address of `subject`, if it is listed.
-    pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
+    pub(crate) fn query(
+        &self,
+        subject: &Subject<'_>,
+        want: Want,
+        ds: &Dataset,
+        out: &mut Answers,
+    ) -> bool {
         let Some(addr) = subject.ip4 else {
             return false;
         };
@@ -137,7 +155,11 @@ impl Ip4Set {
             return false;
         };
         let mut buf = [0u8; 15];
-        let text = if want.txt { ip4_text(addr, &mut buf) } else { &[][..] };
+        let text = if want.txt {
+            ip4_text(addr, &mut buf)
+        } else {
+            &[][..]
+        };
         for &id in ids {
             ds.answer_value(id, text, want, out);
         }
@@ -204,14 +226,26 @@ mod tests {
 
     #[test]
     fn ranges_are_cut_into_the_fewest_blocks() {
-        assert_eq!(blocks("10.0.0.0", "10.0.0.255"), vec![(1, "10.0.0.0".into(), 1)]);
-        assert_eq!(blocks("12.0.0.5", "12.0.0.7"), vec![(0, "12.0.0.5".into(), 3)]);
-        assert_eq!(blocks("10.16.0.0", "10.31.255.255"), vec![(2, "10.16.0.0".into(), 16)]);
+        assert_eq!(
+            blocks("10.0.0.0", "10.0.0.255"),
+            vec![(1, "10.0.0.0".into(), 1)]
+        );
+        assert_eq!(
+            blocks("12.0.0.5", "12.0.0.7"),
+            vec![(0, "12.0.0.5".into(), 3)]
+        );
+        assert_eq!(
+            blocks("10.16.0.0", "10.31.255.255"),
+            vec![(2, "10.16.0.0".into(), 16)]
+        );
         assert_eq!(
             blocks("10.0.0.250", "10.0.1.3"),
             vec![(0, "10.0.0.250".into(), 6), (0, "10.0.1.0".into(), 4)]
         );
-        assert_eq!(blocks("11.0.0.0", "11.255.255.255"), vec![(3, "11.0.0.0".into(), 1)]);
+        assert_eq!(
+            blocks("11.0.0.0", "11.255.255.255"),
+            vec![(3, "11.0.0.0".into(), 1)]
+        );
     }
 
     fn set(lines: &[(&str, ValueId)]) -> Ip4Set {
@@ -226,7 +260,12 @@ mod tests {
 
     #[test]
     fn the_most_specific_level_decides_and_exclusions_win_ties() {
-        let set = set(&[("10.0.0.0/24", 1), ("10.0.0.5", EXCLUDED), ("10.2.0.7", 1), ("10.2.0.7", EXCLUDED)]);
+        let set = set(&[
+            ("10.0.0.0/24", 1),
+            ("10.0.0.5", EXCLUDED),
+            ("10.2.0.7", 1),
+            ("10.2.0.7", EXCLUDED),
+        ]);
         assert!(set.lookup(0x0a00_0006).is_some());
         assert!(set.lookup(0x0a00_0005).is_none());
         assert!(set.lookup(0x0a02_0007).is_none());

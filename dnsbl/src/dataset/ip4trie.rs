@@ -24,7 +24,8 @@ pub(crate) fn parse_line(data: &[u8], options: ParseOptions) -> Line<'_> {
         Some(rest) => (true, skip_space(rest)),
         None => (false, data),
     };
-    let Some((mut addr, bits, rest)) = ip4_cidr(text).filter(|(_, _, rest)| ends_address(rest)) else {
+    let Some((mut addr, bits, rest)) = ip4_cidr(text).filter(|(_, _, rest)| ends_address(rest))
+    else {
         return Line::Invalid("invalid address");
     };
     if addr & !ip4_mask(bits) != 0 {
@@ -40,7 +41,11 @@ pub(crate) fn parse_line(data: &[u8], options: ParseOptions) -> Line<'_> {
         },
         _ => None,
     };
-    Line::Entry { entry: Entry::Cidr4(addr, bits), excluded, value }
+    Line::Entry {
+        entry: Entry::Cidr4(addr, bits),
+        excluded,
+        value,
+    }
 }
 
 /// Collects ip4trie blocks.
@@ -68,7 +73,9 @@ impl Builder {
 
     /// Sorts the blocks by length and address.
     pub(crate) fn finish(self, duplicate: &mut dyn FnMut(u64)) -> Ip4Trie {
-        Ip4Trie { table: PrefixTable::build(self.entries, duplicate) }
+        Ip4Trie {
+            table: PrefixTable::build(self.entries, duplicate),
+        }
     }
 }
 
@@ -80,7 +87,13 @@ pub(crate) struct Ip4Trie {
 
 impl Ip4Trie {
     /// Answers for the address of `subject`, if its longest match is a listing.
-    pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
+    pub(crate) fn query(
+        &self,
+        subject: &Subject<'_>,
+        want: Want,
+        ds: &Dataset,
+        out: &mut Answers,
+    ) -> bool {
         let Some(addr) = subject.ip4 else {
             return false;
         };
@@ -88,7 +101,11 @@ impl Ip4Trie {
             return false;
         };
         let mut buf = [0u8; 15];
-        let text = if want.txt { ip4_text(addr, &mut buf) } else { &[][..] };
+        let text = if want.txt {
+            ip4_text(addr, &mut buf)
+        } else {
+            &[][..]
+        };
         ds.answer_value(id, text, want, out);
         true
     }

@@ -23,9 +23,11 @@ pub(crate) fn parse_line(data: &[u8]) -> Line<'_> {
         };
     }
     match ip4_prefix(data) {
-        Some((addr, 32, rest)) if ends_address(rest) => {
-            Line::Entry { entry: Entry::Ip4(addr), excluded: false, value: None }
-        }
+        Some((addr, 32, rest)) if ends_address(rest) => Line::Entry {
+            entry: Entry::Ip4(addr),
+            excluded: false,
+            value: None,
+        },
         _ => Line::Invalid("invalid address"),
     }
 }
@@ -45,7 +47,9 @@ impl Builder {
 
     /// Sorts the addresses.
     pub(crate) fn finish(self) -> Ip4TSet {
-        Ip4TSet { addrs: KeySet::build(self.addrs) }
+        Ip4TSet {
+            addrs: KeySet::build(self.addrs),
+        }
     }
 }
 
@@ -57,12 +61,22 @@ pub(crate) struct Ip4TSet {
 
 impl Ip4TSet {
     /// Answers for the address of `subject`, if it is listed.
-    pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
+    pub(crate) fn query(
+        &self,
+        subject: &Subject<'_>,
+        want: Want,
+        ds: &Dataset,
+        out: &mut Answers,
+    ) -> bool {
         let Some(addr) = subject.ip4.filter(|&a| self.addrs.contains(a)) else {
             return false;
         };
         let mut buf = [0u8; 15];
-        let text = if want.txt { ip4_text(addr, &mut buf) } else { &[][..] };
+        let text = if want.txt {
+            ip4_text(addr, &mut buf)
+        } else {
+            &[][..]
+        };
         ds.answer_value(TSET_VALUE, text, want, out);
         true
     }

@@ -27,7 +27,8 @@ pub(crate) fn parse_line(data: &[u8], options: ParseOptions) -> Line<'_> {
         Some(rest) => (true, skip_space(rest)),
         None => (false, data),
     };
-    let Some((mut addr, bits, rest)) = ip6_cidr(text).filter(|(_, _, rest)| ends_address(rest)) else {
+    let Some((mut addr, bits, rest)) = ip6_cidr(text).filter(|(_, _, rest)| ends_address(rest))
+    else {
         return Line::Invalid("invalid address");
     };
     if addr & !ip6_mask(bits) != 0 {
@@ -43,7 +44,11 @@ pub(crate) fn parse_line(data: &[u8], options: ParseOptions) -> Line<'_> {
         },
         _ => None,
     };
-    Line::Entry { entry: Entry::Cidr6(addr, bits), excluded, value }
+    Line::Entry {
+        entry: Entry::Cidr6(addr, bits),
+        excluded,
+        value,
+    }
 }
 
 /// Collects ip6trie blocks.
@@ -55,7 +60,13 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// Adds a block; `order` identifies it for the duplicate warning.
-    pub(crate) fn add(&mut self, addr: u128, bits: u8, value: ValueId, order: u64) -> Result<(), &'static str> {
+    pub(crate) fn add(
+        &mut self,
+        addr: u128,
+        bits: u8,
+        value: ValueId,
+        order: u64,
+    ) -> Result<(), &'static str> {
         if bits <= 64 {
             let high = u64::try_from(addr >> 64).unwrap_or(0);
             self.short.push((high, bits, order, value));
@@ -83,20 +94,31 @@ pub(crate) struct Ip6Trie {
 impl Ip6Trie {
     /// The value of the longest block containing `addr`.
     fn longest_match(&self, addr: u128) -> Option<ValueId> {
-        self.long
-            .longest_match(addr)
-            .or_else(|| self.short.longest_match(u64::try_from(addr >> 64).unwrap_or(0)))
+        self.long.longest_match(addr).or_else(|| {
+            self.short
+                .longest_match(u64::try_from(addr >> 64).unwrap_or(0))
+        })
     }
 
     /// Answers for the address of `subject`, if its longest match is a listing.
-    pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
+    pub(crate) fn query(
+        &self,
+        subject: &Subject<'_>,
+        want: Want,
+        ds: &Dataset,
+        out: &mut Answers,
+    ) -> bool {
         let Some(addr) = subject.ip6 else {
             return false;
         };
         let Some(id) = self.longest_match(addr).filter(|&id| id != EXCLUDED) else {
             return false;
         };
-        let text = if want.txt { Ipv6Addr::from(addr).to_string() } else { String::new() };
+        let text = if want.txt {
+            Ipv6Addr::from(addr).to_string()
+        } else {
+            String::new()
+        };
         ds.answer_value(id, text.as_bytes(), want, out);
         true
     }
@@ -107,7 +129,12 @@ impl Ip6Trie {
         if bits <= 64 && self.short.lists_any_in(high, bits) {
             return true;
         }
-        if bits > 64 && self.short.longest_match(high).is_some_and(|id| id != EXCLUDED) {
+        if bits > 64
+            && self
+                .short
+                .longest_match(high)
+                .is_some_and(|id| id != EXCLUDED)
+        {
             return true;
         }
         self.long.lists_any_in(network, bits)

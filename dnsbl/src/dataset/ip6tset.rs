@@ -30,7 +30,11 @@ pub(crate) fn parse_line(data: &[u8]) -> Line<'_> {
         return Line::Invalid("invalid address");
     };
     match (excluded, bits) {
-        (false, 64) | (true, 128) => Line::Entry { entry: Entry::Ip6TSet(addr, bits), excluded, value: None },
+        (false, 64) | (true, 128) => Line::Entry {
+            entry: Entry::Ip6TSet(addr, bits),
+            excluded,
+            value: None,
+        },
         (false, _) => Line::Invalid("invalid address for regular entry (should be 64 bits)"),
         (true, _) => Line::Invalid("invalid address for exclusion (should be 128 bits)"),
     }
@@ -56,7 +60,10 @@ impl Builder {
 
     /// Sorts both lists.
     pub(crate) fn finish(self) -> Ip6TSet {
-        Ip6TSet { blocks: KeySet::build(self.blocks), excluded: KeySet::build(self.excluded) }
+        Ip6TSet {
+            blocks: KeySet::build(self.blocks),
+            excluded: KeySet::build(self.excluded),
+        }
     }
 }
 
@@ -69,7 +76,13 @@ pub(crate) struct Ip6TSet {
 
 impl Ip6TSet {
     /// Answers for the address of `subject`, if its /64 is listed and it is not excluded.
-    pub(crate) fn query(&self, subject: &Subject<'_>, want: Want, ds: &Dataset, out: &mut Answers) -> bool {
+    pub(crate) fn query(
+        &self,
+        subject: &Subject<'_>,
+        want: Want,
+        ds: &Dataset,
+        out: &mut Answers,
+    ) -> bool {
         let Some(addr) = subject.ip6 else {
             return false;
         };
@@ -77,7 +90,11 @@ impl Ip6TSet {
         if !self.blocks.contains(block) || self.excluded.contains(addr) {
             return false;
         }
-        let text = if want.txt { Ipv6Addr::from(addr).to_string() } else { String::new() };
+        let text = if want.txt {
+            Ipv6Addr::from(addr).to_string()
+        } else {
+            String::new()
+        };
         ds.answer_value(TSET_VALUE, text.as_bytes(), want, out);
         true
     }
@@ -85,7 +102,11 @@ impl Ip6TSet {
     /// Whether any /64 inside `network/bits` is listed (exclusions not subtracted).
     pub(crate) fn lists_any_in(&self, network: u128, bits: u8) -> bool {
         let high = u64::try_from(network >> 64).unwrap_or(0);
-        let (first, last) = if bits >= 64 { (high, high) } else { (high.network(bits), high.broadcast(bits)) };
+        let (first, last) = if bits >= 64 {
+            (high, high)
+        } else {
+            (high.network(bits), high.broadcast(bits))
+        };
         self.blocks.any_in(first, last)
     }
 

@@ -47,7 +47,11 @@ pub(crate) fn classify(raw: &[u8]) -> Kind<'_> {
     let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
     let start = raw.iter().take_while(|&&b| is_space(b)).count();
     let end = raw.len() - raw.iter().rev().take_while(|&&b| is_space(b)).count();
-    let line = if start < end { &raw[start..end] } else { &[][..] };
+    let line = if start < end {
+        &raw[start..end]
+    } else {
+        &[][..]
+    };
     match line {
         [] => Kind::Skip,
         [b'$', rest @ ..] => Kind::Special(rest),
@@ -61,9 +65,16 @@ pub(crate) fn classify(raw: &[u8]) -> Kind<'_> {
 pub(crate) fn numbered_lines(data: &[u8]) -> Vec<(u32, &[u8])> {
     let body = data.strip_suffix(b"\n").unwrap_or(data);
     if body.is_empty() && data.len() <= 1 {
-        return if data.is_empty() { Vec::new() } else { vec![(1, &data[..0])] };
+        return if data.is_empty() {
+            Vec::new()
+        } else {
+            vec![(1, &data[..0])]
+        };
     }
-    body.split(|&b| b == b'\n').zip(1u32..).map(|(line, n)| (n, line)).collect()
+    body.split(|&b| b == b'\n')
+        .zip(1u32..)
+        .map(|(line, n)| (n, line))
+        .collect()
 }
 
 #[cfg(test)]
@@ -77,7 +88,10 @@ mod tests {
         assert_eq!(classify(b"; note"), Kind::Skip);
         assert_eq!(classify(b"$TTL 1h "), Kind::Special(b"TTL 1h"));
         assert_eq!(classify(b"#$NS 0 ns"), Kind::Special(b"NS 0 ns"));
-        assert_eq!(classify(b"\t10.0.0.1 :2:x \r"), Kind::Data(b"10.0.0.1 :2:x"));
+        assert_eq!(
+            classify(b"\t10.0.0.1 :2:x \r"),
+            Kind::Data(b"10.0.0.1 :2:x")
+        );
     }
 
     #[test]

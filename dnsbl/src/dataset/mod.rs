@@ -71,7 +71,10 @@ impl DatasetType {
     /// Whether the type answers reversed IPv4 names (so IPv4-mapped and 6to4 IPv6 names are
     /// turned into IPv4 addresses for it, as rbldnsd does).
     pub(crate) fn is_ip4(self) -> bool {
-        matches!(self, DatasetType::Ip4Set | DatasetType::Ip4TSet | DatasetType::Ip4Trie)
+        matches!(
+            self,
+            DatasetType::Ip4Set | DatasetType::Ip4TSet | DatasetType::Ip4Trie
+        )
     }
 
     /// Whether the type's default value is reset at the start of each file (rather than the
@@ -81,7 +84,8 @@ impl DatasetType {
     }
 
     /// The list accepted, for error messages.
-    pub const NAMES: &'static str = "ip4set, ip4tset, ip4trie, ip6trie, ip6tset, dnset, generic, combined";
+    pub const NAMES: &'static str =
+        "ip4set, ip4tset, ip4trie, ip6trie, ip6tset, dnset, generic, combined";
 }
 
 impl FromStr for DatasetType {
@@ -125,7 +129,11 @@ pub(crate) enum Line<'a> {
     /// A `:A:TXT` default for the entries that follow.
     Default(ValueSpec<'a>),
     /// An entry with its own value, if any.
-    Entry { entry: Entry, excluded: bool, value: Option<ValueSpec<'a>> },
+    Entry {
+        entry: Entry,
+        excluded: bool,
+        value: Option<ValueSpec<'a>>,
+    },
     /// Malformed: skipped with this warning.
     Invalid(&'static str),
 }
@@ -144,7 +152,11 @@ pub(crate) enum Entry {
     /// An ip6tset /64 (listing) or /128 (exclusion).
     Ip6TSet(u128, u8),
     /// A dnset name: its key, and whether it lists the name itself and its subdomains.
-    Domain { key: Vec<u8>, plain: bool, wild: bool },
+    Domain {
+        key: Vec<u8>,
+        plain: bool,
+        wild: bool,
+    },
     /// A generic record.
     Record(generic::Record),
 }
@@ -164,7 +176,9 @@ pub(crate) fn parse_line<'a>(kind: DatasetType, raw: &'a [u8], options: ParseOpt
         DatasetType::Ip6TSet => ip6tset::parse_line(data),
         DatasetType::DnSet => dnset::parse_line(data),
         DatasetType::Generic => generic::parse_line(data),
-        DatasetType::Combined => Line::Invalid("invalid/unrecognized entry - specify $DATASET line"),
+        DatasetType::Combined => {
+            Line::Invalid("invalid/unrecognized entry - specify $DATASET line")
+        }
     }
 }
 
@@ -213,10 +227,14 @@ impl Builder {
         match (self, entry) {
             (Builder::Ip4Set(b), Entry::Ip4Range(range)) => b.add(range, value, meta),
             (Builder::Ip4TSet(b), Entry::Ip4(addr)) => b.add(addr),
-            (Builder::Ip4Trie(b), Entry::Cidr4(addr, bits)) => b.add(addr, bits, value, order, meta),
+            (Builder::Ip4Trie(b), Entry::Cidr4(addr, bits)) => {
+                b.add(addr, bits, value, order, meta)
+            }
             (Builder::Ip6Trie(b), Entry::Cidr6(addr, bits)) => b.add(addr, bits, value, order),
             (Builder::Ip6TSet(b), Entry::Ip6TSet(addr, bits)) => b.add(addr, bits),
-            (Builder::DnSet(b), Entry::Domain { key, plain, wild }) => b.add(key, plain, wild, value),
+            (Builder::DnSet(b), Entry::Domain { key, plain, wild }) => {
+                b.add(key, plain, wild, value)
+            }
             (Builder::Generic(b), Entry::Record(record)) => b.add(record, meta),
             _ => Err("entry of another dataset type"),
         }
@@ -305,7 +323,13 @@ impl Dataset {
     }
 
     /// Adds the A and TXT records of value `id` for `subject_text` (what `$` stands for).
-    pub(crate) fn answer_value(&self, id: ValueId, subject_text: &[u8], want: Want, out: &mut Answers) {
+    pub(crate) fn answer_value(
+        &self,
+        id: ValueId,
+        subject_text: &[u8],
+        want: Want,
+        out: &mut Answers,
+    ) {
         let Some(value) = self.values.value(id) else {
             return;
         };

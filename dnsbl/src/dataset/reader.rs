@@ -60,7 +60,10 @@ impl FileStamp {
     /// The stamp of `path` now.
     pub(crate) fn of(path: &Path) -> std::io::Result<FileStamp> {
         let meta = std::fs::metadata(path)?;
-        Ok(FileStamp { modified: meta.modified()?, len: meta.len() })
+        Ok(FileStamp {
+            modified: meta.modified()?,
+            len: meta.len(),
+        })
     }
 }
 
@@ -86,19 +89,29 @@ pub(crate) struct Loaded {
 ///
 /// [`Error::Read`] when a file cannot be read; [`Error::Strict`] in strict mode when a line is
 /// malformed.
-pub(crate) fn load(kind: DatasetType, label: &str, files: &[PathBuf], options: LoadOptions) -> Result<Loaded, Error> {
+pub(crate) fn load(
+    kind: DatasetType,
+    label: &str,
+    files: &[PathBuf],
+    options: LoadOptions,
+) -> Result<Loaded, Error> {
     let started = Instant::now();
     let mut stamps = Vec::with_capacity(files.len());
     let mut fold = Fold::new(kind, label, options);
 
     for (index, path) in files.iter().enumerate() {
-        let read = |source| Error::Read { path: path.clone(), source };
+        let read = |source| Error::Read {
+            path: path.clone(),
+            source,
+        };
         let before = FileStamp::of(path).map_err(read)?;
         let data = std::fs::read(path).map_err(read)?;
         let after = FileStamp::of(path).map_err(read)?;
         if before != after {
             // rbldnsd's rule: data must be renamed into place, never written over.
-            let source = std::io::Error::other("file changed while being read; write a temporary file and rename it");
+            let source = std::io::Error::other(
+                "file changed while being read; write a temporary file and rename it",
+            );
             return Err(read(source));
         }
         stamps.push((path.clone(), before));
@@ -114,10 +127,20 @@ pub(crate) fn load(kind: DatasetType, label: &str, files: &[PathBuf], options: L
     let (dataset, warnings) = fold.finish();
     if options.strict {
         if let Some(w) = warnings.first() {
-            return Err(Error::Strict { path: w.path.to_path_buf(), line: w.line, message: w.message.to_owned() });
+            return Err(Error::Strict {
+                path: w.path.to_path_buf(),
+                line: w.line,
+                message: w.message.to_owned(),
+            });
         }
     }
-    Ok(Loaded { dataset, warnings, stamps, version, elapsed: started.elapsed() })
+    Ok(Loaded {
+        dataset,
+        warnings,
+        stamps,
+        version,
+        elapsed: started.elapsed(),
+    })
 }
 
 /// A dataset (or a combined dataset's part) being read.
@@ -171,7 +194,9 @@ impl Part {
         }
         match spec {
             Some(spec) => self.values.intern(spec.resolve(&self.default)),
-            None => *self.default_id.get_or_insert_with(|| self.values.intern(self.default.clone())),
+            None => *self
+                .default_id
+                .get_or_insert_with(|| self.values.intern(self.default.clone())),
         }
     }
 
@@ -181,8 +206,16 @@ impl Part {
             self.values.intern(self.default.clone());
         }
         self.values.seal();
-        let data = self.builder.finish(&mut |order| warn(order, "duplicated entry"));
-        Dataset { kind: self.kind, label: self.label, meta: self.meta, values: self.values, data }
+        let data = self
+            .builder
+            .finish(&mut |order| warn(order, "duplicated entry"));
+        Dataset {
+            kind: self.kind,
+            label: self.label,
+            meta: self.meta,
+            values: self.values,
+            data,
+        }
     }
 }
 
@@ -210,16 +243,35 @@ impl Fold {
     fn new(kind: DatasetType, label: &str, options: LoadOptions) -> Fold {
         let meta = Meta::new(options.default_ttl);
         // A combined dataset holds no entries itself; its base part is a placeholder.
-        let base_kind = if kind == DatasetType::Combined { DatasetType::Generic } else { kind };
+        let base_kind = if kind == DatasetType::Combined {
+            DatasetType::Generic
+        } else {
+            kind
+        };
         let base = Part::new(base_kind, label, meta.clone())
             .expect("every type but combined has a builder, and combined uses generic's");
         let combined = (kind == DatasetType::Combined).then(|| (meta, Parts::default()));
-        Fold { kind, options, base, combined, warnings: Vec::new(), paths: Vec::new() }
+        Fold {
+            kind,
+            options,
+            base,
+            combined,
+            warnings: Vec::new(),
+            paths: Vec::new(),
+        }
     }
 
     fn warn(&mut self, file: usize, line: u32, message: &'static str) {
-        let path = self.paths.get(file).cloned().unwrap_or_else(|| Arc::from(Path::new("")));
-        self.warnings.push(Warning { path, line, message });
+        let path = self
+            .paths
+            .get(file)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(Path::new("")));
+        self.warnings.push(Warning {
+            path,
+            line,
+            message,
+        });
     }
 
     /// Parses and applies all lines of one file.
@@ -275,11 +327,23 @@ impl Fold {
             Line::Special(text) => self.special(file, number, text),
             Line::Default(spec) => match self.current_part() {
                 Some(part) => part.set_default(&spec),
-                None => self.warn(file, number, "invalid/unrecognized entry - specify $DATASET line"),
+                None => self.warn(
+                    file,
+                    number,
+                    "invalid/unrecognized entry - specify $DATASET line",
+                ),
             },
-            Line::Entry { entry, excluded, value } => {
+            Line::Entry {
+                entry,
+                excluded,
+                value,
+            } => {
                 let Some(part) = self.current_part() else {
-                    return self.warn(file, number, "invalid/unrecognized entry - specify $DATASET line");
+                    return self.warn(
+                        file,
+                        number,
+                        "invalid/unrecognized entry - specify $DATASET line",
+                    );
                 };
                 let id = part.value_id(excluded, value.as_ref());
                 if let Err(message) = part.builder.add(entry, id, order, &part.meta) {
@@ -301,7 +365,10 @@ impl Fold {
         let outcome = match &mut self.combined {
             None => special::apply(text, &mut self.base.meta, None),
             Some((meta, parts)) => {
-                let part = parts.current.and_then(|i| parts.parts.get_mut(i)).map(|p| &mut p.meta);
+                let part = parts
+                    .current
+                    .and_then(|i| parts.parts.get_mut(i))
+                    .map(|p| &mut p.meta);
                 special::apply(text, meta, part)
             }
         };
@@ -325,10 +392,19 @@ impl Fold {
         let args = strip_comment(args);
         let (spec, mut rest) = first_word(args);
         let kind = part_type(args).ok_or("unknown or nested dataset type in $DATASET")?;
-        let name = spec.iter().position(|&b| b == b':').map(|at| &spec[at + 1..]).unwrap_or_default();
+        let name = spec
+            .iter()
+            .position(|&b| b == b':')
+            .map(|at| &spec[at + 1..])
+            .unwrap_or_default();
         let name = String::from_utf8_lossy(&name[..name.len().min(20)]).into_owned();
-        let label = if name.is_empty() { kind.as_str().to_owned() } else { format!("{kind}:{name}") };
-        let part = Part::new(kind, &label, Meta::nested(meta)).ok_or("dataset type cannot be used inside combined")?;
+        let label = if name.is_empty() {
+            kind.as_str().to_owned()
+        } else {
+            format!("{kind}:{name}")
+        };
+        let part = Part::new(kind, &label, Meta::nested(meta))
+            .ok_or("dataset type cannot be used inside combined")?;
         let index = parts.parts.len();
         parts.parts.push(part);
         parts.current = Some(index);
@@ -342,25 +418,40 @@ impl Fold {
             let labels: Vec<Box<[u8]>> = if word == b"@" {
                 Vec::new()
             } else {
-                let name = Name::parse(word).ok_or("invalid subzone name in $DATASET")?.to_lowercase();
+                let name = Name::parse(word)
+                    .ok_or("invalid subzone name in $DATASET")?
+                    .to_lowercase();
                 name.labels().map(Box::from).collect()
             };
             match parts.subzones.iter_mut().find(|s| s.labels == labels) {
                 Some(subzone) => subzone.parts.push(index),
-                None => parts.subzones.push(Subzone { labels, parts: vec![index] }),
+                None => parts.subzones.push(Subzone {
+                    labels,
+                    parts: vec![index],
+                }),
             }
         }
         Ok(())
     }
 
     fn finish(self) -> (Dataset, Vec<Warning>) {
-        let Fold { base, combined, mut warnings, paths, .. } = self;
+        let Fold {
+            base,
+            combined,
+            mut warnings,
+            paths,
+            ..
+        } = self;
         let mut duplicates = Vec::new();
         let mut note = |order: u64, message: &'static str| duplicates.push((order, message));
         let dataset = match combined {
             None => base.finish(&mut note),
             Some((meta, parts)) => {
-                let finished: Vec<Dataset> = parts.parts.into_iter().map(|p| p.finish(&mut note)).collect();
+                let finished: Vec<Dataset> = parts
+                    .parts
+                    .into_iter()
+                    .map(|p| p.finish(&mut note))
+                    .collect();
                 let combined = Combined::new(finished, parts.subzones);
                 Dataset {
                     kind: DatasetType::Combined,
@@ -373,9 +464,16 @@ impl Fold {
         };
         for (order, message) in duplicates {
             let file = usize::try_from(order >> 32).unwrap_or(0);
-            let path = paths.get(file).cloned().unwrap_or_else(|| Arc::from(Path::new("")));
+            let path = paths
+                .get(file)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(Path::new("")));
             let line = u32::try_from(order & 0xffff_ffff).unwrap_or(0);
-            warnings.push(Warning { path, line, message });
+            warnings.push(Warning {
+                path,
+                line,
+                message,
+            });
         }
         (dataset, warnings)
     }
@@ -396,4 +494,3 @@ fn strip_comment(args: &[u8]) -> &[u8] {
         .unwrap_or(args.len());
     &args[..end]
 }
-

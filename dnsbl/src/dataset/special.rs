@@ -149,7 +149,16 @@ fn soa(args: &[u8], meta: &mut Meta) -> Result<(), &'static str> {
     if !rest.is_empty() {
         return Err(bad);
     }
-    let soa = Soa { ttl, mname, rname, serial, refresh, retry, expire, minimum };
+    let soa = Soa {
+        ttl,
+        mname,
+        rname,
+        serial,
+        refresh,
+        retry,
+        expire,
+        minimum,
+    };
     meta.soa = Some(Arc::new(soa));
     Ok(())
 }
@@ -291,16 +300,26 @@ mod tests {
     use super::*;
 
     fn applied(meta: &mut Meta, line: &str) {
-        assert_eq!(apply(line.as_bytes(), meta, None), Special::Applied, "{line}");
+        assert_eq!(
+            apply(line.as_bytes(), meta, None),
+            Special::Applied,
+            "{line}"
+        );
     }
 
     #[test]
     fn soa_takes_time_units_and_only_the_first_counts() {
         let mut meta = Meta::new(DEFAULT_TTL);
-        applied(&mut meta, "SOA 0 ns1.bl.test hostmaster.bl.test 42 1h 1h 2d 10m");
+        applied(
+            &mut meta,
+            "SOA 0 ns1.bl.test hostmaster.bl.test 42 1h 1h 2d 10m",
+        );
         applied(&mut meta, "SOA 5 other.test other.test 1 1 1 1 1");
         let soa = meta.soa.expect("an SOA");
-        assert_eq!((soa.ttl, soa.serial, soa.refresh, soa.expire, soa.minimum), (2100, 42, 3600, 172_800, 600));
+        assert_eq!(
+            (soa.ttl, soa.serial, soa.refresh, soa.expire, soa.minimum),
+            (2100, 42, 3600, 172_800, 600)
+        );
         assert_eq!(soa.mname.to_string(), "ns1.bl.test");
     }
 
@@ -323,9 +342,18 @@ mod tests {
         applied(&mut meta, "1 second");
         assert_eq!(meta.ttl, 3600);
         assert_eq!(meta.subst[1].as_deref(), Some(&b"first"[..]));
-        assert!(matches!(apply(b"BOGUS 1", &mut meta, None), Special::Invalid(_)));
-        assert!(matches!(apply(b"TTL 1x", &mut meta, None), Special::Invalid(_)));
-        assert_eq!(apply(b"DATASET ip4set x @", &mut meta, None), Special::Dataset(b"ip4set x @"));
+        assert!(matches!(
+            apply(b"BOGUS 1", &mut meta, None),
+            Special::Invalid(_)
+        ));
+        assert!(matches!(
+            apply(b"TTL 1x", &mut meta, None),
+            Special::Invalid(_)
+        ));
+        assert_eq!(
+            apply(b"DATASET ip4set x @", &mut meta, None),
+            Special::Dataset(b"ip4set x @")
+        );
     }
 
     #[test]
@@ -333,7 +361,10 @@ mod tests {
         let mut meta = Meta::new(DEFAULT_TTL);
         applied(&mut meta, "MAXRANGE4 /24");
         assert_eq!(meta.max_range4, Some(256));
-        assert!(matches!(apply(b"MAXRANGE4 65536", &mut meta, None), Special::Invalid(_)));
+        assert!(matches!(
+            apply(b"MAXRANGE4 65536", &mut meta, None),
+            Special::Invalid(_)
+        ));
         applied(&mut meta, "MAXRANGE4 16");
         assert_eq!(meta.max_range4, Some(16));
     }

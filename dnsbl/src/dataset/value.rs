@@ -25,7 +25,10 @@ pub(crate) struct Value {
 impl Value {
     /// rbldnsd's default: 127.0.0.2 and no TXT.
     pub(crate) fn fallback() -> Value {
-        Value { a: DEFAULT_A, txt: Box::default() }
+        Value {
+            a: DEFAULT_A,
+            txt: Box::default(),
+        }
     }
 }
 
@@ -55,7 +58,10 @@ impl ValueSpec<'_> {
 /// TXT), or `TXT` alone (the default's A). A one-number A such as `:5` means 127.0.0.5.
 pub(crate) fn parse_value(s: &[u8]) -> Result<ValueSpec<'_>, &'static str> {
     let Some(after) = s.strip_prefix(b":") else {
-        return Ok(ValueSpec { a: None, txt: Some(truncate(s)) });
+        return Ok(ValueSpec {
+            a: None,
+            txt: Some(truncate(s)),
+        });
     };
     let (mut a, octets, rest) = ip4_loose(after).ok_or("invalid A RR")?;
     if a == 0 {
@@ -66,8 +72,14 @@ pub(crate) fn parse_value(s: &[u8]) -> Result<ValueSpec<'_>, &'static str> {
     }
     let rest = skip_space(rest);
     match rest.split_first() {
-        Some((b':', txt)) => Ok(ValueSpec { a: Some(a.into()), txt: Some(truncate(skip_space(txt))) }),
-        None => Ok(ValueSpec { a: Some(a.into()), txt: None }),
+        Some((b':', txt)) => Ok(ValueSpec {
+            a: Some(a.into()),
+            txt: Some(truncate(skip_space(txt))),
+        }),
+        None => Ok(ValueSpec {
+            a: Some(a.into()),
+            txt: None,
+        }),
         Some(_) => Err("unrecognized value for an entry"),
     }
 }
@@ -204,7 +216,13 @@ mod tests {
         assert_eq!(spec(":5").txt, None);
         assert_eq!(spec(":6:").txt, Some(&b""[..]));
         assert_eq!(spec(":127.0.0.3:Listed $").txt, Some(&b"Listed $"[..]));
-        assert_eq!(spec("127.0.0.3"), ValueSpec { a: None, txt: Some(b"127.0.0.3") });
+        assert_eq!(
+            spec("127.0.0.3"),
+            ValueSpec {
+                a: None,
+                txt: Some(b"127.0.0.3")
+            }
+        );
         assert!(parse_value(b":0:x").is_err());
         assert!(parse_value(b":5 x").is_err());
     }

@@ -7,7 +7,9 @@
 
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
-use hickory_server::proto::op::{Header, HeaderCounts, Message, Metadata, MessageType, OpCode, ResponseCode};
+use hickory_server::proto::op::{
+    Header, HeaderCounts, Message, MessageType, Metadata, OpCode, ResponseCode,
+};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
@@ -82,5 +84,8 @@ impl RequestHandler for Handler {
 fn servfail_info(request: &Metadata) -> ResponseInfo {
     let mut metadata = Metadata::new(request.id, MessageType::Response, OpCode::Query);
     metadata.response_code = ResponseCode::ServFail;
-    ResponseInfo::from(Header { metadata, counts: HeaderCounts::default() })
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
 }

@@ -56,9 +56,21 @@ impl DnsServer {
 
         for &requested in &settings.listen {
             let (udp, tcp) = bind_pair(requested, sockets)?;
-            let addr = tcp.local_addr().map_err(|source| Error::Bind { addr: requested, protocol: "tcp", source })?;
-            tcp.set_nonblocking(true).map_err(|source| Error::Bind { addr, protocol: "tcp", source })?;
-            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|source| Error::Bind { addr, protocol: "tcp", source })?;
+            let addr = tcp.local_addr().map_err(|source| Error::Bind {
+                addr: requested,
+                protocol: "tcp",
+                source,
+            })?;
+            tcp.set_nonblocking(true).map_err(|source| Error::Bind {
+                addr,
+                protocol: "tcp",
+                source,
+            })?;
+            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|source| Error::Bind {
+                addr,
+                protocol: "tcp",
+                source,
+            })?;
             hickory.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
 
             for socket in udp {
@@ -68,19 +80,38 @@ impl DnsServer {
                         let thread = std::thread::Builder::new()
                             .name(format!("dnsbl-udp-{}", threads.len()))
                             .spawn(move || udp::serve(socket, zones, stop))
-                            .map_err(|source| Error::Bind { addr, protocol: "udp", source })?;
+                            .map_err(|source| Error::Bind {
+                                addr,
+                                protocol: "udp",
+                                source,
+                            })?;
                         threads.push(thread);
                     }
                     UdpEngine::Hickory => {
-                        socket.set_nonblocking(true).map_err(|source| Error::Bind { addr, protocol: "udp", source })?;
-                        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|source| Error::Bind { addr, protocol: "udp", source })?;
+                        socket.set_nonblocking(true).map_err(|source| Error::Bind {
+                            addr,
+                            protocol: "udp",
+                            source,
+                        })?;
+                        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|source| {
+                            Error::Bind {
+                                addr,
+                                protocol: "udp",
+                                source,
+                            }
+                        })?;
                         hickory.register_socket(socket);
                     }
                 }
             }
             addrs.push(addr);
         }
-        Ok(DnsServer { addrs, stop, threads, hickory })
+        Ok(DnsServer {
+            addrs,
+            stop,
+            threads,
+            hickory,
+        })
     }
 
     /// The addresses bound (with the ports picked for port 0).
@@ -101,23 +132,46 @@ impl DnsServer {
 }
 
 /// Binds `sockets` UDP sockets and one TCP listener on the same address and port.
-fn bind_pair(requested: SocketAddr, sockets: usize) -> Result<(Vec<UdpSocket>, TcpListener), Error> {
-    let attempts = if requested.port() == 0 { PORT_ATTEMPTS } else { 1 };
+fn bind_pair(
+    requested: SocketAddr,
+    sockets: usize,
+) -> Result<(Vec<UdpSocket>, TcpListener), Error> {
+    let attempts = if requested.port() == 0 {
+        PORT_ATTEMPTS
+    } else {
+        1
+    };
     let mut last_error = None;
     for _ in 0..attempts {
-        let first = udp_socket(requested).map_err(|source| Error::Bind { addr: requested, protocol: "udp", source })?;
-        let addr = first.local_addr().map_err(|source| Error::Bind { addr: requested, protocol: "udp", source })?;
+        let first = udp_socket(requested).map_err(|source| Error::Bind {
+            addr: requested,
+            protocol: "udp",
+            source,
+        })?;
+        let addr = first.local_addr().map_err(|source| Error::Bind {
+            addr: requested,
+            protocol: "udp",
+            source,
+        })?;
         let tcp = match TcpListener::bind(addr) {
             Ok(tcp) => tcp,
             // On port 0, the port the kernel gave for UDP may be taken for TCP: try another.
             Err(source) => {
-                last_error = Some(Error::Bind { addr, protocol: "tcp", source });
+                last_error = Some(Error::Bind {
+                    addr,
+                    protocol: "tcp",
+                    source,
+                });
                 continue;
             }
         };
         let mut udp = vec![first];
         for _ in 1..sockets {
-            udp.push(udp_socket(addr).map_err(|source| Error::Bind { addr, protocol: "udp", source })?);
+            udp.push(udp_socket(addr).map_err(|source| Error::Bind {
+                addr,
+                protocol: "udp",
+                source,
+            })?);
         }
         return Ok((udp, tcp));
     }

@@ -26,10 +26,16 @@ pub(crate) fn respond(
     };
     let resolution = if request.opcode != 0 {
         answers.clear();
-        Resolution { outcome: Outcome::NotImplemented, zone: None }
+        Resolution {
+            outcome: Outcome::NotImplemented,
+            zone: None,
+        }
     } else if request.edns.is_some_and(|e| e.version > 0) {
         answers.clear();
-        Resolution { outcome: Outcome::BadVersion, zone: None }
+        Resolution {
+            outcome: Outcome::BadVersion,
+            zone: None,
+        }
     } else {
         catalog.resolve(&request.name, request.qtype, request.qclass, answers)
     };

@@ -71,7 +71,9 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Request<'_>, Malformed> {
     }
 
     let (name, name_len) = QueryName::from_wire(&raw[HEADER..]).ok_or(formerr)?;
-    let fixed = raw.get(HEADER + name_len..HEADER + name_len + 4).ok_or(formerr)?;
+    let fixed = raw
+        .get(HEADER + name_len..HEADER + name_len + 4)
+        .ok_or(formerr)?;
     let qtype = u16::from_be_bytes([fixed[0], fixed[1]]);
     let qclass = u16::from_be_bytes([fixed[2], fixed[3]]);
     let question_end = HEADER + name_len + 4;
@@ -82,7 +84,16 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Request<'_>, Malformed> {
     } else {
         None
     };
-    Ok(Request { id, opcode, rd, name, qtype, qclass, question: &raw[HEADER..question_end], edns })
+    Ok(Request {
+        id,
+        opcode,
+        rd,
+        name,
+        qtype,
+        qclass,
+        question: &raw[HEADER..question_end],
+        edns,
+    })
 }
 
 /// Reads an OPT record at the start of `rest`, if the record there is one.
@@ -105,7 +116,20 @@ mod tests {
     use super::*;
 
     fn query(name: &[u8], qtype: u16, opt: Option<u16>) -> Vec<u8> {
-        let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, u8::from(opt.is_some())];
+        let mut q = vec![
+            0x12,
+            0x34,
+            0x01,
+            0x00,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            u8::from(opt.is_some()),
+        ];
         q.extend_from_slice(name);
         q.extend_from_slice(&qtype.to_be_bytes());
         q.extend_from_slice(&[0, 1]);
@@ -121,8 +145,17 @@ mod tests {
     fn a_query_with_edns_is_read() {
         let raw = query(b"\x011\x02bl\x04test\x00", 16, Some(1232));
         let request = parse(&raw).expect("valid");
-        assert_eq!((request.id, request.qtype, request.qclass, request.rd), (0x1234, 16, 1, true));
-        assert_eq!(request.edns, Some(Edns { payload: 1232, version: 0 }));
+        assert_eq!(
+            (request.id, request.qtype, request.qclass, request.rd),
+            (0x1234, 16, 1, true)
+        );
+        assert_eq!(
+            request.edns,
+            Some(Edns {
+                payload: 1232,
+                version: 0
+            })
+        );
         assert_eq!(request.question.len(), 15);
     }
 
@@ -138,11 +171,17 @@ mod tests {
     fn broken_questions_get_format_error() {
         let mut raw = query(b"\x05ab\x00", 1, None);
         raw.truncate(15);
-        assert!(matches!(parse(&raw), Err(Malformed::FormatError { id: 0x1234, .. })));
+        assert!(matches!(
+            parse(&raw),
+            Err(Malformed::FormatError { id: 0x1234, .. })
+        ));
         let mut two = query(b"\x00", 1, None);
         two[5] = 2;
         assert!(matches!(parse(&two), Err(Malformed::FormatError { .. })));
         let pointer = query(b"\xc0\x0c", 1, None);
-        assert!(matches!(parse(&pointer), Err(Malformed::FormatError { .. })));
+        assert!(matches!(
+            parse(&pointer),
+            Err(Malformed::FormatError { .. })
+        ));
     }
 }

@@ -59,7 +59,13 @@ pub(crate) fn write(
     let mut count = 0u16;
     for record in answers.records() {
         let before = out.len();
-        write_record(out, &[0xc0, 0x0c], record.rtype, record.ttl, answers.rdata(record));
+        write_record(
+            out,
+            &[0xc0, 0x0c],
+            record.rtype,
+            record.ttl,
+            answers.rdata(record),
+        );
         if out.len() > budget {
             out.truncate(before);
             truncated = true;
@@ -117,7 +123,13 @@ fn write_record(out: &mut Vec<u8>, owner: &[u8], rtype: u16, ttl: u32, rdata: &[
 
 /// Writes the SOA (negative answers) or NS records (positive ones). Returns whether the
 /// reply must be marked truncated: only when a negative answer's SOA does not fit.
-fn write_authority(out: &mut Vec<u8>, request: &Request<'_>, zone: &Zone, outcome: Outcome, budget: usize) -> bool {
+fn write_authority(
+    out: &mut Vec<u8>,
+    request: &Request<'_>,
+    zone: &Zone,
+    outcome: Outcome,
+    budget: usize,
+) -> bool {
     // The apex is the tail of the question name: point there.
     let apex_at = HEADER + request.name.offset(request.name.count() - zone.labels);
     let owner = (0xc000u16 | u16::try_from(apex_at).unwrap_or(0)).to_be_bytes();

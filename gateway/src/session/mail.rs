@@ -47,6 +47,7 @@ impl Session {
             smtputf8,
             body,
             recipients: Vec::new(),
+            added_headers: Vec::new(),
             started: Instant::now(),
             chunks: None,
         });

@@ -50,6 +50,8 @@ pub(crate) struct Transaction {
     smtputf8: bool,
     body: BodyType,
     recipients: Vec<String>,
+    /// Header fields the checks asked for (X-Greylist), added below the Received header.
+    added_headers: Vec<String>,
     started: Instant,
     /// The message being assembled from BDAT chunks, once the first chunk has arrived.
     chunks: Option<bdat::Chunks>,
@@ -146,7 +148,7 @@ impl Session {
             Ok(Request::Ehlo { host }) => Ok(self.hello(&host, true)),
             Ok(Request::Helo { host }) => Ok(self.hello(&host, false)),
             Ok(Request::Mail { from }) => self.mail(from),
-            Ok(Request::Rcpt { to }) => self.rcpt(to, line),
+            Ok(Request::Rcpt { to }) => self.rcpt(to, line).await,
             Ok(Request::Data) => return self.data(inbound).await,
             Ok(Request::Bdat {
                 chunk_size,
@@ -248,10 +250,11 @@ impl Session {
         }
     }
 
-    /// The Received header for a message of the current transaction.
+    /// The Received header for a message of the current transaction, and below it the header
+    /// fields the checks added.
     fn trace_header(&self, transaction: &Transaction, queue_id: QueueId) -> Vec<u8> {
         let helo = self.helo.as_ref();
-        Trace {
+        let mut header = Trace {
             helo: helo.map(|helo| helo.name.as_str()).unwrap_or("unknown"),
             extended: helo.is_some_and(|helo| helo.extended),
             client_ip: self.client.ip(),
@@ -262,8 +265,12 @@ impl Session {
             recipients: &transaction.recipients,
             now: unix_now(),
         }
-        .header()
-        .into_bytes()
+        .header();
+        for field in &transaction.added_headers {
+            header.push_str(field);
+            header.push_str("\r\n");
+        }
+        header.into_bytes()
     }
 
     /// Spools a complete message and answers 250 with its queue id, or 451 if it cannot.

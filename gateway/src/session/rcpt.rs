@@ -1,7 +1,9 @@
-//! RCPT TO: adds a forward-path if it is one of ours, within the recipient limit.
+//! RCPT TO: adds a forward-path if it is one of ours, within the recipient limit, and if the
+//! greylist lets it through.
 
 use std::borrow::Cow;
 
+use moat_greylist::TripletRequest;
 use smtp_proto::RcptTo;
 
 use super::Session;
@@ -9,7 +11,11 @@ use crate::reply::{Refusal, Reply};
 
 impl Session {
     /// Answers RCPT TO; `line` is the raw command, to tell `<postmaster>` from `<>`.
-    pub(super) fn rcpt(&mut self, to: RcptTo<Cow<'_, str>>, line: &[u8]) -> Result<Reply, Refusal> {
+    pub(super) async fn rcpt(
+        &mut self,
+        to: RcptTo<Cow<'_, str>>,
+        line: &[u8],
+    ) -> Result<Reply, Refusal> {
         let Some(transaction) = &self.transaction else {
             return Err(Refusal::BadSequence("need MAIL command"));
         };
@@ -42,9 +48,37 @@ impl Session {
         };
 
         self.shared.domains.check(&address)?;
+        let header = self.greylist(&address).await?;
+
         if let Some(transaction) = &mut self.transaction {
             transaction.recipients.push(address);
+            if let Some(header) = header.filter(|h| !transaction.added_headers.contains(h)) {
+                transaction.added_headers.push(header);
+            }
         }
         Ok(Reply::new(250, "2.1.5", "Ok"))
+    }
+
+    /// Asks the greylist, if it is on, about this recipient's triplet.
+    ///
+    /// Returns the X-Greylist header to add when a retry passed, or the refusal when the
+    /// triplet must wait.
+    async fn greylist(&self, recipient: &str) -> Result<Option<String>, Refusal> {
+        let (Some(greylist), Some(transaction)) = (&self.shared.checks.greylist, &self.transaction)
+        else {
+            return Ok(None);
+        };
+        let request = TripletRequest::new(
+            self.client.ip(),
+            transaction.reverse_path.as_str(),
+            recipient,
+        );
+        let decision = greylist.check(&request).await;
+        tracing::debug!(recipient, outcome = %decision.outcome(), "greylist decision");
+
+        if let Some(reply) = decision.smtp_reply() {
+            return Err(Refusal::Greylisted(reply));
+        }
+        Ok(decision.header(greylist.hostname()))
     }
 }

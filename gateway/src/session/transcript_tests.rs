@@ -57,6 +57,7 @@ async fn start(name: &str, policy: BareNewline) -> Transcript {
         domains,
         tls: None,
         queue,
+        checks: crate::Checks::default(),
         sessions: listener::SessionCounts::default(),
         pregreet_passed: Mutex::new(HashMap::new()),
     });
