@@ -5,7 +5,7 @@
 //! moat.example.toml for every key with its default.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +13,10 @@ use moat_delivery::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE_LIFETIME, DEFAULT_RETRY_SCHEDULE, DeliveryConfig, Route,
     Timeouts,
 };
-use moat_gateway::{AcceptedDomains, BareNewline, RecipientList, SmtpConfig};
+use moat_gateway::{
+    AcceptedDomains, BareNewline, DEFAULT_DNSBL_TIMEOUT, DnsblSettings, DnsblSite, RecipientList,
+    SmtpConfig,
+};
 use serde::Deserialize;
 
 /// Where SMTP listens when nothing says otherwise: loopback and an unprivileged port, so a
@@ -25,6 +28,13 @@ pub const DEFAULT_DATA_DIR: &str = "./moat-data";
 
 /// The domain accepted when the configuration names none.
 pub const DEFAULT_DOMAIN: &str = "localhost";
+
+/// Default DNSBL score that refuses a client, as postscreen_dnsbl_threshold.
+const DEFAULT_DNSBL_THRESHOLD: i32 = 1;
+
+/// Default DNSBL score at or below which a client is allowlisted, as
+/// postscreen_dnsbl_allowlist_threshold.
+const DEFAULT_DNSBL_ALLOWLIST_THRESHOLD: i32 = -1;
 
 /// Default timeout to open a connection to a downstream host.
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -89,6 +99,9 @@ pub struct FileConfig {
     pub domain: Vec<DomainSection>,
     /// Greylisting at RCPT; on when the section is present.
     pub greylist: Option<moat_greylist::GreylistSection>,
+    /// Blocklist zones this node serves over DNS, beside the gateway, which also looks its
+    /// clients up in them in-process.
+    pub dnsbl: Option<moat_dnsbl::DnsblConfig>,
 }
 
 /// `[smtp]`: see moat.example.toml for each key.
@@ -109,6 +122,22 @@ pub struct SmtpSection {
     pub pregreet_wait: Option<String>,
     pub pregreet_pass_ttl: Option<String>,
     pub bare_newline: Option<String>,
+    pub dnsbl_threshold: Option<i32>,
+    pub dnsbl_allowlist_threshold: Option<i32>,
+    pub dnsbl_timeout: Option<String>,
+    pub dns_resolver: Option<String>,
+    #[serde(default)]
+    pub dnsbl_site: Vec<DnsblSiteSection>,
+}
+
+/// `[[smtp.dnsbl_site]]`: one DNSBL or DNSWL the gateway asks about each client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DnsblSiteSection {
+    pub zone: String,
+    pub weight: Option<i32>,
+    pub codes: Option<Vec<String>>,
 }
 
 /// `[tls]`: PEM files; both or neither.
@@ -171,6 +200,10 @@ pub struct Settings {
     pub delivery: DeliveryConfig,
     /// The greylist's settings, when `[greylist]` is present.
     pub greylist: Option<moat_greylist::GreylistSettings>,
+    /// The DNSBL check of clients, when `[[smtp.dnsbl_site]]` lists any.
+    pub dnsbl_check: Option<DnsblSettings>,
+    /// The zones served over DNS beside the gateway, when `[dnsbl]` is present.
+    pub dnsbl_server: Option<moat_dnsbl::Settings>,
 }
 
 impl FileConfig {
@@ -248,12 +281,29 @@ impl FileConfig {
         };
         let (domains, routes) = domains(sections, &default_route)?;
         let delivery = delivery_config(&self.delivery, hostname, routes)?;
+        let dnsbl_check = dnsbl_check(&self.smtp)?;
+        let dnsbl_server = match &self.dnsbl {
+            Some(section) => {
+                Some(
+                    section
+                        .validate(Path::new("."))
+                        .map_err(|error| ConfigError::Value {
+                            key: "dnsbl".into(),
+                            value: String::new(),
+                            expected: error.to_string(),
+                        })?,
+                )
+            }
+            None => None,
+        };
         let greylist = match self.greylist {
             Some(section) => Some(section.validate(&data_dir).map_err(ConfigError::Greylist)?),
             None => None,
         };
         Ok(Settings {
             greylist,
+            dnsbl_check,
+            dnsbl_server,
             data_dir,
             listen,
             smtp,
@@ -334,6 +384,64 @@ fn smtp_config(section: &SmtpSection, hostname: String) -> Result<SmtpConfig, Co
         }
     };
     Ok(smtp)
+}
+
+/// The DNSBL check from `[smtp]`'s dnsbl keys; `None` when no site is listed.
+fn dnsbl_check(section: &SmtpSection) -> Result<Option<DnsblSettings>, ConfigError> {
+    if section.dnsbl_site.is_empty() {
+        return Ok(None);
+    }
+    let mut sites = Vec::with_capacity(section.dnsbl_site.len());
+    for site in &section.dnsbl_site {
+        let codes = site
+            .codes
+            .iter()
+            .flatten()
+            .map(|code| parse_code_range(code))
+            .collect::<Result<Vec<_>, _>>()?;
+        sites.push(DnsblSite {
+            zone: site.zone.trim().trim_end_matches('.').to_ascii_lowercase(),
+            weight: site.weight.unwrap_or(1),
+            codes,
+        });
+    }
+    let resolver = match &section.dns_resolver {
+        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| ConfigError::Value {
+            key: "smtp.dns_resolver".into(),
+            value: text.clone(),
+            expected: "a resolver's IP address and port, as 127.0.0.1:53".into(),
+        })?),
+        None => None,
+    };
+    let timeout = match &section.dnsbl_timeout {
+        Some(text) => parse_duration("smtp.dnsbl_timeout", text)?,
+        None => DEFAULT_DNSBL_TIMEOUT,
+    };
+    Ok(Some(DnsblSettings {
+        sites,
+        threshold: section.dnsbl_threshold.unwrap_or(DEFAULT_DNSBL_THRESHOLD),
+        allowlist_threshold: section
+            .dnsbl_allowlist_threshold
+            .unwrap_or(DEFAULT_DNSBL_ALLOWLIST_THRESHOLD),
+        timeout,
+        resolver,
+    }))
+}
+
+/// Parses a DNSBL answer code or range: `127.0.0.2` or `127.0.0.2-127.0.0.11`.
+fn parse_code_range(text: &str) -> Result<(Ipv4Addr, Ipv4Addr), ConfigError> {
+    let bad = || ConfigError::Value {
+        key: "smtp.dnsbl_site.codes".into(),
+        value: text.into(),
+        expected: "an address or an inclusive range, as 127.0.0.2 or 127.0.0.2-127.0.0.11".into(),
+    };
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let low: Ipv4Addr = low.trim().parse().map_err(|_| bad())?;
+    let high: Ipv4Addr = high.trim().parse().map_err(|_| bad())?;
+    if low > high {
+        return Err(bad());
+    }
+    Ok((low, high))
 }
 
 /// Accepted domains with their recipient lists, and their routes.

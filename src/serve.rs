@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use moat_delivery::Queue;
-use moat_gateway::{Checks, Gateway};
+use moat_dnsbl::{DnsServer, Zones};
+use moat_gateway::{Checks, DnsblCheck, DnsblSettings, Gateway};
 use moat_greylist::{Greylist, GreylistSettings, SystemClock};
 
 use crate::config::{FileConfig, Overrides};
@@ -46,7 +47,15 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
         let queue = Queue::start(&settings.data_dir.join("queue"), settings.delivery)
             .context("opening the queue")
             .map_err(fail(exit::CANT_CREATE))?;
-        let checks = checks(settings.greylist).await?;
+        // The DNS server answers until it is dropped when `moat serve` ends.
+        let (zones, _dns_server) = match &settings.dnsbl_server {
+            Some(dnsbl) => {
+                let (zones, server) = serve_dnsbl(dnsbl).await?;
+                (Some(zones), Some(server))
+            }
+            None => (None, None),
+        };
+        let checks = checks(settings.greylist, settings.dnsbl_check, zones).await?;
         let gateway = Gateway::bind(
             &settings.listen,
             settings.smtp,
@@ -69,9 +78,39 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
     })
 }
 
+/// Loads the zones of `[dnsbl]`, answers them over DNS and reloads them when their files
+/// change; returns them for the gateway's in-process lookups, and the server.
+async fn serve_dnsbl(settings: &moat_dnsbl::Settings) -> Result<(Zones, DnsServer), Failure> {
+    let loading = settings.clone();
+    let zones = tokio::task::spawn_blocking(move || Zones::load(&loading))
+        .await
+        .context("loading DNSBL zones")
+        .map_err(fail(exit::SOFTWARE))?
+        .context("loading DNSBL zones")
+        .map_err(fail(exit::CONFIG))?;
+    let server = DnsServer::start(settings, zones.clone())
+        .map_err(|error| fail(exit::UNAVAILABLE)(error.into()))?;
+    for addr in server.local_addrs() {
+        tracing::info!(%addr, "dnsbl listening");
+    }
+    tokio::spawn(moat_dnsbl::watch(zones.clone(), settings.check_interval));
+    Ok((zones, server))
+}
+
 /// Starts the checks the configuration turns on.
-async fn checks(greylist: Option<GreylistSettings>) -> Result<Checks, Failure> {
+async fn checks(
+    greylist: Option<GreylistSettings>,
+    dnsbl: Option<DnsblSettings>,
+    zones: Option<Zones>,
+) -> Result<Checks, Failure> {
     let mut checks = Checks::default();
+    if let Some(settings) = dnsbl {
+        let sites = settings.sites.len();
+        let check =
+            DnsblCheck::new(settings, zones).map_err(|error| fail(exit::CONFIG)(error.into()))?;
+        tracing::info!(sites, "DNSBL checks on");
+        checks.dnsbl = Some(Arc::new(check));
+    }
     if let Some(settings) = greylist {
         let greylist = Greylist::open(&settings, Arc::new(SystemClock))
             .await

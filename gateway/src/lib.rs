@@ -33,7 +33,9 @@ use moat_delivery::Queue;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-pub use checks::Checks;
+pub use checks::{
+    Checks, DEFAULT_DNSBL_TIMEOUT, DnsblCheck, DnsblScore, DnsblSettings, DnsblSite, ResolverError,
+};
 pub use config::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_COMMAND_LINE, DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SESSIONS,

@@ -140,12 +140,12 @@ async fn connection(
     };
     tracing::debug!("connected");
 
+    let mut session = Session::new(Arc::clone(&shared), client);
     if !passes_pregreet(&shared, client.ip(), &mut inbound).await {
         return;
     }
 
     inbound.reply(&Reply::new(220, "", format!("{hostname} ESMTP Moat")));
-    let mut session = Session::new(Arc::clone(&shared), client);
     if run(&mut session, &mut inbound).await != Next::StartTls {
         return;
     }

@@ -126,6 +126,13 @@ pub enum Refusal {
     BadChunkSize,
     /// STARTTLS with a parameter (RFC 3207 section 4).
     StartTlsParameter,
+    /// The client is listed on DNSBLs whose weights reach the threshold.
+    DnsblListed {
+        /// The client's address.
+        client: std::net::IpAddr,
+        /// The zones that list it.
+        zones: String,
+    },
     /// The greylist defers this recipient, or cannot decide and is set to fail temporarily;
     /// its reply (450 or 451 4.7.1, with when to retry) comes from the greylist's own table.
     Greylisted(moat_greylist::SmtpReply),
@@ -168,6 +175,7 @@ impl Refusal {
             Refusal::TlsUnavailable => "tls_unavailable",
             Refusal::BadChunkSize => "bad_chunk_size",
             Refusal::StartTlsParameter => "starttls_parameter",
+            Refusal::DnsblListed { .. } => "dnsbl_listed",
             Refusal::Greylisted(reply) if reply.code == 450 => "greylisted",
             Refusal::Greylisted(_) => "greylist_unavailable",
             Refusal::QueueUnavailable => "queue_unavailable",
@@ -262,6 +270,11 @@ impl Refusal {
             Refusal::StartTlsParameter => {
                 Reply::new(501, "5.5.4", "Syntax: STARTTLS (no parameters allowed)")
             }
+            Refusal::DnsblListed { client, zones } => Reply::new(
+                554,
+                "5.7.1",
+                format!("Service unavailable; client [{client}] blocked using {zones}"),
+            ),
             Refusal::Greylisted(reply) => Reply::new(reply.code, reply.status, reply.text.clone()),
             Refusal::QueueUnavailable => Reply::new(
                 451,

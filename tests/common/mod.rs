@@ -375,17 +375,10 @@ fn compose_config(body: &str, data_dir: &Path) -> (String, usize) {
     (out, expected_listeners)
 }
 
-/// The `addr=` of every log line that says `listening`, with colour codes and quotes removed.
+/// The addresses of Moat's SMTP listeners in its log. Other services (the DNSBL server) log
+/// `<name> listening` and are not counted.
 fn parse_listeners(log: &str) -> Vec<SocketAddr> {
-    log.lines()
-        .map(strip_ansi)
-        .filter(|line| line.contains("listening"))
-        .filter_map(|line| {
-            let (_, rest) = line.split_once("addr=")?;
-            let value = rest.split_whitespace().next()?;
-            value.trim_matches(|c| c == '"' || c == ',').parse().ok()
-        })
-        .collect()
+    service_addrs(log, "smtp")
 }
 
 fn strip_ansi(line: &str) -> String {
@@ -966,4 +959,19 @@ pub fn write_file(dir: &Path, name: &str, contents: impl AsRef<[u8]>) -> PathBuf
     file.write_all(contents.as_ref())
         .unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
     path
+}
+
+/// The addresses Moat logged for a service, as `dnsbl listening addr=...`, with colour codes
+/// and quotes removed.
+pub fn service_addrs(log: &str, service: &str) -> Vec<SocketAddr> {
+    let marker = format!("{service} listening");
+    log.lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains(&marker))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("addr=")?;
+            let value = rest.split_whitespace().next()?;
+            value.trim_matches(|c| c == '"' || c == ',').parse().ok()
+        })
+        .collect()
 }

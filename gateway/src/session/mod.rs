@@ -21,6 +21,7 @@ use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Shared;
+use crate::checks::DnsblScore;
 use crate::received::{TlsInfo, Trace};
 use crate::reply::{Refusal, Reply};
 use inbound::{Inbound, ReadError};
@@ -57,10 +58,21 @@ pub(crate) struct Transaction {
     chunks: Option<bdat::Chunks>,
 }
 
+/// The DNSBL verdict on the client, looked up once per session from its start.
+enum DnsblState {
+    /// No DNSBL check is configured.
+    Off,
+    /// Lookups running since the connection arrived.
+    Pending(tokio::task::JoinHandle<DnsblScore>),
+    /// The lists' answer.
+    Done(DnsblScore),
+}
+
 /// The state of one client's session.
 pub struct Session {
     shared: Arc<Shared>,
     client: SocketAddr,
+    dnsbl: DnsblState,
     helo: Option<Helo>,
     tls: Option<TlsInfo>,
     errors: u32,
@@ -69,14 +81,39 @@ pub struct Session {
 
 impl Session {
     /// A new session for the client at `client`.
+    ///
+    /// The DNSBL lookups start now, so they run while the client waits for the greeting.
     pub fn new(shared: Arc<Shared>, client: SocketAddr) -> Self {
+        let dnsbl = match &shared.checks.dnsbl {
+            Some(check) => {
+                let check = Arc::clone(check);
+                DnsblState::Pending(tokio::spawn(async move { check.score(client.ip()).await }))
+            }
+            None => DnsblState::Off,
+        };
         Session {
             shared,
             client,
+            dnsbl,
             helo: None,
             tls: None,
             errors: 0,
             transaction: None,
+        }
+    }
+
+    /// The DNSBL score of the client, waiting for the lookups if they are still running.
+    async fn dnsbl_score(&mut self) -> Option<&DnsblScore> {
+        if let DnsblState::Pending(lookups) = &mut self.dnsbl {
+            let score = lookups.await.unwrap_or_else(|error| {
+                tracing::error!(%error, "DNSBL lookups failed; the client gets no score");
+                DnsblScore::default()
+            });
+            self.dnsbl = DnsblState::Done(score);
+        }
+        match &self.dnsbl {
+            DnsblState::Done(score) => Some(score),
+            _ => None,
         }
     }
 
@@ -326,6 +363,10 @@ impl Session {
             recipients = %transaction.recipients.join(","),
             size,
             tls = self.tls.as_ref().map(|tls| tls.version.as_str()).unwrap_or("none"),
+            dnsbl = match &self.dnsbl {
+                DnsblState::Done(score) => score.score.to_string(),
+                _ => "-".to_string(),
+            },
             verdict,
             ms = transaction.started.elapsed().as_millis() as u64,
             "smtp transaction"

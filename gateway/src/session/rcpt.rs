@@ -48,7 +48,8 @@ impl Session {
         };
 
         self.shared.domains.check(&address)?;
-        let header = self.greylist(&address).await?;
+        let allowlisted = self.dnsbl().await?;
+        let header = self.greylist(&address, allowlisted).await?;
 
         if let Some(transaction) = &mut self.transaction {
             transaction.recipients.push(address);
@@ -59,20 +60,43 @@ impl Session {
         Ok(Reply::new(250, "2.1.5", "Ok"))
     }
 
+    /// Refuses a client the DNSBLs list; returns whether the DNSWLs allowlist it.
+    async fn dnsbl(&mut self) -> Result<bool, Refusal> {
+        let Some(check) = self.shared.checks.dnsbl.clone() else {
+            return Ok(false);
+        };
+        let client = self.client.ip();
+        let Some(score) = self.dnsbl_score().await else {
+            return Ok(false);
+        };
+        if check.blocks(score) {
+            return Err(Refusal::DnsblListed {
+                client,
+                zones: score.listed_by.join(", "),
+            });
+        }
+        Ok(check.allowlists(score))
+    }
+
     /// Asks the greylist, if it is on, about this recipient's triplet.
     ///
     /// Returns the X-Greylist header to add when a retry passed, or the refusal when the
     /// triplet must wait.
-    async fn greylist(&self, recipient: &str) -> Result<Option<String>, Refusal> {
+    async fn greylist(
+        &self,
+        recipient: &str,
+        allowlisted: bool,
+    ) -> Result<Option<String>, Refusal> {
         let (Some(greylist), Some(transaction)) = (&self.shared.checks.greylist, &self.transaction)
         else {
             return Ok(None);
         };
-        let request = TripletRequest::new(
+        let mut request = TripletRequest::new(
             self.client.ip(),
             transaction.reverse_path.as_str(),
             recipient,
         );
+        request.dnswl_listed = allowlisted;
         let decision = greylist.check(&request).await;
         tracing::debug!(recipient, outcome = %decision.outcome(), "greylist decision");
 

@@ -1,0 +1,382 @@
+//! DNSBL and DNSWL checks of the client's address, weighed and summed as Postfix's
+//! postscreen_dnsbl_sites: local zones in-process, remote lists through one caching resolver.
+//!
+//! A remote list that refuses our resolver answers 127.255.255.x (Spamhaus: .252 typo, .254
+//! public resolver, .255 too many queries). Such an answer, like any answer outside 127/8 (a
+//! resolver that rewrites NXDOMAIN), is never a listing: it is logged, counted and raised to
+//! the operator, and the list simply does not count for this client. A list that does not
+//! answer in time gives no verdict either.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hickory_resolver::TokioResolver;
+use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
+use hickory_resolver::net::runtime::TokioRuntimeProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
+use moat_dnsbl::Zones;
+
+/// Default time a DNSBL lookup may take before it counts as no answer. Short, since the
+/// client waits; postscreen_dnsbl_timeout is 10 s, but a list slower than 2 s is a problem
+/// better logged than waited for.
+pub const DEFAULT_DNSBL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often the same list's refusal is raised again at error level.
+const REFUSAL_ALERT_INTERVAL: Duration = Duration::from_secs(60);
+
+/// One list: a zone, the weight of a listing in it, and which answers count.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsblSite {
+    /// The zone, as `zen.spamhaus.org`.
+    pub zone: String,
+    /// Added to the score when the client is listed; negative for an allowlist (DNSWL).
+    pub weight: i32,
+    /// Answers that count as a listing, as inclusive ranges; empty means any in 127.0.0.0/8
+    /// outside 127.255.255.0/24.
+    pub codes: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// The settings of the check.
+#[derive(Debug, Clone)]
+pub struct DnsblSettings {
+    /// The lists.
+    pub sites: Vec<DnsblSite>,
+    /// A score at or above this refuses the client's recipients.
+    pub threshold: i32,
+    /// A score at or below this marks the client allowlisted (it skips greylisting).
+    pub allowlist_threshold: i32,
+    /// Time each lookup may take.
+    pub timeout: Duration,
+    /// The caching resolver for remote lists; `None` uses /etc/resolv.conf.
+    pub resolver: Option<SocketAddr>,
+}
+
+/// What the lists say about one client.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DnsblScore {
+    /// The sum of the weights of the lists that list the client.
+    pub score: i32,
+    /// The zones that list the client.
+    pub listed_by: Vec<String>,
+    /// The zones that refused to answer or answered nonsense.
+    pub refused_by: Vec<String>,
+}
+
+/// The answer of one list for one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SiteAnswer {
+    /// Listed with a code that counts.
+    Listed,
+    /// Not listed, or listed with codes that do not count here.
+    NotListed,
+    /// The list refused the resolver (127.255.255.x) or answered outside 127/8.
+    Refused,
+    /// No answer in time, or a resolver failure.
+    NoVerdict,
+}
+
+/// The DNSBL check, shared by every session.
+pub struct DnsblCheck {
+    settings: DnsblSettings,
+    /// The zones this Moat serves itself, looked up without a DNS round trip.
+    zones: Option<Zones>,
+    resolver: TokioResolver,
+    /// Refusals per zone, and when each was last raised at error level.
+    refusals: Mutex<HashMap<String, (u64, Option<Instant>)>>,
+    lookups: AtomicU64,
+}
+
+/// Why the resolver for remote lists could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[error("DNS resolver for remote DNSBLs: {0}")]
+pub struct ResolverError(String);
+
+impl DnsblCheck {
+    /// Sets up the check; `zones` are the locally served zones, looked up in-process.
+    ///
+    /// # Errors
+    /// Fails when no resolver is configured and /etc/resolv.conf cannot be read.
+    pub fn new(settings: DnsblSettings, zones: Option<Zones>) -> Result<DnsblCheck, ResolverError> {
+        let mut options = ResolverOpts::default();
+        options.timeout = settings.timeout;
+        options.attempts = 1;
+        // Blocklist names must never get the search domain appended.
+        options.ndots = 0;
+        let builder = match settings.resolver {
+            Some(addr) => {
+                let mut udp = ConnectionConfig::udp();
+                udp.port = addr.port();
+                let mut tcp = ConnectionConfig::tcp();
+                tcp.port = addr.port();
+                let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
+                TokioResolver::builder_with_config(
+                    ResolverConfig::from_name_servers(vec![server]),
+                    TokioRuntimeProvider::default(),
+                )
+            }
+            None => TokioResolver::builder_tokio().map_err(|e| ResolverError(e.to_string()))?,
+        };
+        let resolver = builder
+            .with_options(options)
+            .build()
+            .map_err(|e| ResolverError(e.to_string()))?;
+        Ok(DnsblCheck {
+            settings,
+            zones,
+            resolver,
+            refusals: Mutex::new(HashMap::new()),
+            lookups: AtomicU64::new(0),
+        })
+    }
+
+    /// Looks the client up in every list at once and sums the weights.
+    pub async fn score(&self, ip: IpAddr) -> DnsblScore {
+        let lookups = self.settings.sites.iter().map(|site| self.answer(site, ip));
+        let answers = futures_join_all(lookups).await;
+
+        let mut score = DnsblScore::default();
+        for (site, answer) in self.settings.sites.iter().zip(answers) {
+            match answer {
+                SiteAnswer::Listed => {
+                    score.score += site.weight;
+                    score.listed_by.push(site.zone.clone());
+                }
+                SiteAnswer::Refused => {
+                    self.raise_refusal(&site.zone);
+                    score.refused_by.push(site.zone.clone());
+                }
+                SiteAnswer::NotListed | SiteAnswer::NoVerdict => {}
+            }
+        }
+        score
+    }
+
+    /// Whether a score refuses the client.
+    pub fn blocks(&self, score: &DnsblScore) -> bool {
+        score.score >= self.settings.threshold
+    }
+
+    /// Whether a score allowlists the client.
+    pub fn allowlists(&self, score: &DnsblScore) -> bool {
+        score.score <= self.settings.allowlist_threshold
+    }
+
+    /// How many times a zone refused our resolver since start (a metric).
+    pub fn refusals(&self, zone: &str) -> u64 {
+        lock(&self.refusals)
+            .get(zone)
+            .map_or(0, |(count, _)| *count)
+    }
+
+    /// How many lookups were made since start.
+    pub fn lookups(&self) -> u64 {
+        self.lookups.load(Ordering::Relaxed)
+    }
+
+    /// One list's answer for one client.
+    async fn answer(&self, site: &DnsblSite, ip: IpAddr) -> SiteAnswer {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let codes = match self
+            .zones
+            .as_ref()
+            .and_then(|zones| local_codes(zones, &site.zone, ip))
+        {
+            Some(codes) => codes,
+            None => match self.remote_codes(&site.zone, ip).await {
+                Ok(codes) => codes,
+                Err(answer) => return answer,
+            },
+        };
+        classify(site, &codes)
+    }
+
+    /// The A records of a remote list for the client, or the answer when there are none.
+    async fn remote_codes(&self, zone: &str, ip: IpAddr) -> Result<Vec<Ipv4Addr>, SiteAnswer> {
+        let name = format!("{}.{}.", reversed_name(ip), zone.trim_end_matches('.'));
+        let lookup = self.resolver.lookup(name.as_str(), RecordType::A);
+        match tokio::time::timeout(self.settings.timeout, lookup).await {
+            Ok(Ok(lookup)) => Ok(lookup
+                .answers()
+                .iter()
+                .filter_map(|record| match &record.data {
+                    RData::A(a) => Some(a.0),
+                    _ => None,
+                })
+                .collect()),
+            Ok(Err(error)) if error.is_nx_domain() || error.is_no_records_found() => {
+                Err(SiteAnswer::NotListed)
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(zone, %error, "DNSBL lookup failed; the list gives no verdict");
+                Err(SiteAnswer::NoVerdict)
+            }
+            Err(_) => {
+                tracing::warn!(zone, timeout = ?self.settings.timeout, "DNSBL lookup timed out; the list gives no verdict");
+                Err(SiteAnswer::NoVerdict)
+            }
+        }
+    }
+
+    /// Counts a refusal and raises it at error level, at most once a minute per zone.
+    fn raise_refusal(&self, zone: &str) {
+        let mut refusals = lock(&self.refusals);
+        let (count, last_alert) = refusals.entry(zone.to_string()).or_insert((0, None));
+        *count += 1;
+        if last_alert.is_none_or(|at| at.elapsed() >= REFUSAL_ALERT_INTERVAL) {
+            *last_alert = Some(Instant::now());
+            tracing::error!(
+                zone,
+                refusals = *count,
+                "DNSBL refuses our resolver (127.255.255.x or a non-127/8 answer); its listings are \
+                 ignored until this is fixed: use a resolver of your own, not a shared or public one"
+            );
+        }
+    }
+}
+
+/// The A records of a locally served zone, or `None` when this Moat does not serve it.
+fn local_codes(zones: &Zones, zone: &str, ip: IpAddr) -> Option<Vec<Ipv4Addr>> {
+    let zone = zone.trim_end_matches('.').to_ascii_lowercase();
+    if !zones
+        .zone_names()
+        .iter()
+        .any(|served| served.eq_ignore_ascii_case(&zone))
+    {
+        return None;
+    }
+    Some(
+        zones
+            .lookup_ip(&zone, ip)
+            .map(|listing| listing.a)
+            .unwrap_or_default(),
+    )
+}
+
+/// Decides what a list's answer means for this site.
+fn classify(site: &DnsblSite, codes: &[Ipv4Addr]) -> SiteAnswer {
+    if codes.is_empty() {
+        return SiteAnswer::NotListed;
+    }
+    let refused = |code: &Ipv4Addr| {
+        let [a, b, c, _] = code.octets();
+        a != 127 || (b, c) == (255, 255)
+    };
+    if codes.iter().any(refused) {
+        return SiteAnswer::Refused;
+    }
+    let counts = |code: &Ipv4Addr| {
+        site.codes.is_empty()
+            || site
+                .codes
+                .iter()
+                .any(|(low, high)| low <= code && code <= high)
+    };
+    if codes.iter().any(counts) {
+        SiteAnswer::Listed
+    } else {
+        SiteAnswer::NotListed
+    }
+}
+
+/// The DNSBL query name of an address: reversed octets, or reversed nibbles for IPv6
+/// (RFC 5782 section 2.1 and 2.4).
+fn reversed_name(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            format!("{d}.{c}.{b}.{a}")
+        }
+        IpAddr::V6(v6) => {
+            let nibbles: Vec<String> = v6
+                .octets()
+                .iter()
+                .rev()
+                .flat_map(|byte| [byte & 0x0f, byte >> 4])
+                .map(|nibble| format!("{nibble:x}"))
+                .collect();
+            nibbles.join(".")
+        }
+    }
+}
+
+/// Runs futures concurrently and returns their outputs in order.
+async fn futures_join_all<F: Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    let mut set: Vec<_> = futures.into_iter().map(Box::pin).collect();
+    let mut outputs: Vec<Option<F::Output>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|context| {
+        let mut pending = false;
+        for (future, output) in set.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(context) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn site(codes: Vec<(Ipv4Addr, Ipv4Addr)>) -> DnsblSite {
+        DnsblSite {
+            zone: "bl.example".into(),
+            weight: 2,
+            codes,
+        }
+    }
+
+    #[test]
+    fn reverses_ipv4_and_ipv6_as_rfc5782_asks() {
+        assert_eq!(reversed_name("192.0.2.1".parse().expect("ip")), "1.2.0.192");
+        let v6 = reversed_name("2001:db8::1".parse().expect("ip"));
+        assert!(v6.starts_with("1.0.0.0.0.0.0.0"), "{v6}");
+        assert!(v6.ends_with("8.b.d.0.1.0.0.2"), "{v6}");
+    }
+
+    #[test]
+    fn a_refusal_code_is_never_a_listing() {
+        let answer = classify(&site(vec![]), &[Ipv4Addr::new(127, 255, 255, 254)]);
+        assert_eq!(answer, SiteAnswer::Refused);
+        let hijacked = classify(&site(vec![]), &[Ipv4Addr::new(192, 0, 2, 80)]);
+        assert_eq!(hijacked, SiteAnswer::Refused);
+    }
+
+    #[test]
+    fn only_configured_codes_count() {
+        let narrow = site(vec![(
+            Ipv4Addr::new(127, 0, 0, 2),
+            Ipv4Addr::new(127, 0, 0, 3),
+        )]);
+        assert_eq!(
+            classify(&narrow, &[Ipv4Addr::new(127, 0, 0, 3)]),
+            SiteAnswer::Listed
+        );
+        assert_eq!(
+            classify(&narrow, &[Ipv4Addr::new(127, 0, 0, 10)]),
+            SiteAnswer::NotListed
+        );
+        assert_eq!(
+            classify(&site(vec![]), &[Ipv4Addr::new(127, 0, 0, 10)]),
+            SiteAnswer::Listed
+        );
+    }
+}
