@@ -3,6 +3,7 @@
 mod config;
 mod dnsbl;
 mod greylist;
+mod quarantine;
 mod serve;
 
 use std::path::PathBuf;
@@ -20,6 +21,10 @@ pub(crate) mod exit {
     pub const CANT_CREATE: u8 = 73;
     /// A listening port is busy or not allowed (EX_UNAVAILABLE).
     pub const UNAVAILABLE: u8 = 69;
+    /// The command line is wrong (EX_USAGE).
+    pub const USAGE: u8 = 64;
+    /// A named input does not exist (EX_NOINPUT).
+    pub const NO_INPUT: u8 = 66;
     /// Anything else (EX_SOFTWARE).
     pub const SOFTWARE: u8 = 70;
 }
@@ -54,6 +59,13 @@ enum Command {
     Dnsbl {
         #[command(subcommand)]
         command: dnsbl::Command,
+    },
+    /// Held messages: list, show, release or delete them.
+    Quarantine {
+        #[command(flatten)]
+        location: quarantine::Location,
+        #[command(subcommand)]
+        command: quarantine::Command,
     },
     /// Triplet greylisting: `moat greylist policy` serves Postfix's policy protocol.
     Greylist {
@@ -100,6 +112,7 @@ fn main() -> ExitCode {
         ),
         Command::Dnsbl { command } => dnsbl::run(command),
         Command::Greylist { command } => greylist::run(command),
+        Command::Quarantine { location, command } => quarantine::run(location, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,13 +13,16 @@
 
 pub mod bounce;
 pub mod envelope;
+mod quarantine;
 mod queue;
+mod queue_file;
 mod queue_id;
 pub mod route;
 mod spool;
 pub mod transport;
 
 pub use envelope::{BodyType, Envelope};
+pub use quarantine::{HeldMessage, HeldVerdict, Quarantine};
 pub use queue::{
     DEFAULT_CONCURRENCY, DEFAULT_MAX_QUEUE_LIFETIME, DEFAULT_RETRY_SCHEDULE, DeliveryConfig, Queue,
 };

@@ -46,6 +46,9 @@ pub const DEFAULT_CONCURRENCY: usize = 20;
 /// connections 2 s; Dovecot's LMTP has no idle limit of its own).
 const IDLE_CONNECTION_LIMIT: Duration = Duration::from_secs(5);
 
+/// How often the pickup folder is looked at: a released message should leave within seconds.
+const PICKUP_INTERVAL: Duration = Duration::from_secs(2);
+
 /// How the queue manager delivers.
 #[derive(Debug, Clone)]
 pub struct DeliveryConfig {
@@ -112,6 +115,7 @@ impl Queue {
         }
         tokio::spawn(queue.clone().dispatch(receiver));
         tokio::spawn(queue.clone().close_idle_connections());
+        tokio::spawn(queue.clone().take_pickups());
         Ok(queue)
     }
 
@@ -163,6 +167,25 @@ impl Queue {
             self.schedule(id, Duration::from_secs(due));
         }
         Ok(ids.len())
+    }
+
+    /// Takes messages other programs drop into the pickup folder, every few seconds.
+    async fn take_pickups(self) {
+        let mut ticks = tokio::time::interval(PICKUP_INTERVAL);
+        loop {
+            ticks.tick().await;
+            let inner = Arc::clone(&self.inner);
+            match tokio::task::spawn_blocking(move || inner.spool.take_pickups()).await {
+                Ok(Ok(ids)) => {
+                    for id in ids {
+                        tracing::info!(queue_id = %id, "message taken from pickup");
+                        self.schedule(id, Duration::ZERO);
+                    }
+                }
+                Ok(Err(error)) => tracing::error!(%error, "queue pickup failed"),
+                Err(join) => tracing::error!(error = %join, "queue pickup panicked"),
+            }
+        }
     }
 
     /// Queues an attempt of a spooled message after `delay`.

@@ -7,22 +7,22 @@
 //!   fsync covers both. It appears here by rename only after its bytes are on disk, and the
 //!   directory is fsync'd before the gateway says 250 (rename alone is not durable on ext4
 //!   and XFS until the directory is synced).
+//! - `pickup/<queue id>`: whole messages dropped by other programs (`moat quarantine
+//!   release`), which the running queue manager moves into `active/` within seconds.
 //! - `progress/<queue id>`: written only for a message whose first attempt left recipients
 //!   pending: which recipients remain, how many attempts were made and when the next is due.
 //!
 //! A message file reads `MOAT-QUEUE 1\n`, the envelope as one line of JSON, then the content.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::fs::{self, File};
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::envelope::Envelope;
+use crate::queue_file::{self, io_error};
 use crate::queue_id::QueueId;
-
-/// The first line of every queue file: a format name and version.
-const MAGIC: &[u8] = b"MOAT-QUEUE 1\n";
 
 /// Why the spool could not store, read or remove a message.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +67,7 @@ pub struct Spool {
     tmp: PathBuf,
     active: PathBuf,
     progress: PathBuf,
+    pickup: PathBuf,
     /// Kept open so each message costs one fsync of the directory, not an open and a close too.
     active_handle: File,
 }
@@ -81,7 +82,8 @@ impl Spool {
         let tmp = dir.join("tmp");
         let active = dir.join("active");
         let progress = dir.join("progress");
-        for path in [&tmp, &active, &progress] {
+        let pickup = dir.join("pickup");
+        for path in [&tmp, &active, &progress, &pickup] {
             fs::create_dir_all(path).map_err(io_error("create directory", path))?;
         }
 
@@ -95,6 +97,7 @@ impl Spool {
             tmp,
             active,
             progress,
+            pickup,
             active_handle,
         })
     }
@@ -113,33 +116,59 @@ impl Spool {
         message: &[u8],
     ) -> Result<(), SpoolError> {
         let name = id.to_string();
-        let tmp_path = self.tmp.join(&name);
-        let active_path = self.active.join(&name);
-
-        let header = serde_json::to_vec(envelope).map_err(|error| SpoolError::Damaged {
-            path: tmp_path.clone(),
-            detail: format!("envelope cannot be encoded: {error}"),
-        })?;
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-            .map_err(io_error("create", &tmp_path))?;
-        let mut bytes = Vec::with_capacity(MAGIC.len() + header.len() + 1 + message.len());
-        bytes.extend_from_slice(MAGIC);
-        bytes.extend_from_slice(&header);
-        bytes.push(b'\n');
-        bytes.extend_from_slice(message);
-        file.write_all(&bytes)
-            .map_err(io_error("write", &tmp_path))?;
-        file.sync_data().map_err(io_error("fsync", &tmp_path))?;
-        drop(file);
-
-        fs::rename(&tmp_path, &active_path).map_err(io_error("rename into", &active_path))?;
+        queue_file::write(
+            &self.tmp.join(&name),
+            &self.active.join(&name),
+            envelope,
+            message,
+        )?;
         self.active_handle
             .sync_all()
             .map_err(io_error("fsync directory", &self.active))?;
         Ok(())
+    }
+
+    /// Drops a whole message into the pickup folder of the queue in `queue_dir`, for the
+    /// running queue manager to take; used by programs other than `moat serve`.
+    ///
+    /// # Errors
+    /// Fails on file system errors; the message is then not queued.
+    pub fn drop_for_pickup(
+        queue_dir: &Path,
+        id: QueueId,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<(), SpoolError> {
+        let pickup = queue_dir.join("pickup");
+        fs::create_dir_all(&pickup).map_err(io_error("create directory", &pickup))?;
+        let name = id.to_string();
+        // A dot name is never taken by the pickup, so a half-written file is never seen.
+        queue_file::write(
+            &pickup.join(format!(".{name}")),
+            &pickup.join(&name),
+            envelope,
+            message,
+        )?;
+        queue_file::sync_directory(&pickup)
+    }
+
+    /// Moves every message waiting in the pickup folder into the queue; returns their ids.
+    ///
+    /// # Errors
+    /// Fails when the folders cannot be read or the renames fail.
+    pub fn take_pickups(&self) -> Result<Vec<QueueId>, SpoolError> {
+        let ids = ids_in(&self.pickup)?;
+        for &id in &ids {
+            let name = id.to_string();
+            let to = self.active.join(&name);
+            fs::rename(self.pickup.join(&name), &to).map_err(io_error("rename into", &to))?;
+        }
+        if !ids.is_empty() {
+            self.active_handle
+                .sync_all()
+                .map_err(io_error("fsync directory", &self.active))?;
+        }
+        Ok(ids)
     }
 
     /// Reads a queued message back: its envelope and content.
@@ -147,28 +176,7 @@ impl Spool {
     /// # Errors
     /// Fails when the file is missing, unreadable or not in the queue format.
     pub fn load(&self, id: QueueId) -> Result<(Envelope, Vec<u8>), SpoolError> {
-        let path = self.active.join(id.to_string());
-        let mut bytes = Vec::new();
-        File::open(&path)
-            .and_then(|mut file| file.read_to_end(&mut bytes))
-            .map_err(io_error("read", &path))?;
-
-        let damaged = |detail: &str| SpoolError::Damaged {
-            path: path.clone(),
-            detail: detail.into(),
-        };
-        let rest = bytes
-            .strip_prefix(MAGIC)
-            .ok_or_else(|| damaged("no MOAT-QUEUE 1 line"))?;
-        let line_end = rest
-            .iter()
-            .position(|&byte| byte == b'\n')
-            .ok_or_else(|| damaged("no envelope"))?;
-        let envelope: Envelope = serde_json::from_slice(&rest[..line_end])
-            .map_err(|error| damaged(&format!("bad envelope: {error}")))?;
-        let content_start = MAGIC.len() + line_end + 1;
-        bytes.drain(..content_start);
-        Ok((envelope, bytes))
+        queue_file::read(&self.active.join(id.to_string()))
     }
 
     /// Records the progress of a message still queued after an attempt, atomically.
@@ -261,16 +269,6 @@ fn ids_in(dir: &Path) -> Result<Vec<QueueId>, SpoolError> {
         }
     }
     Ok(ids)
-}
-
-/// Builds the error for a failed file operation on `path`.
-fn io_error(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> SpoolError + use<> {
-    let path = path.to_path_buf();
-    move |source| SpoolError::Io {
-        action,
-        path,
-        source,
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,130 @@
+//! `moat quarantine list|show|release|delete`: the operator's view of held messages.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Subcommand;
+use moat_delivery::{Quarantine, QueueId};
+
+use crate::config::{DEFAULT_DATA_DIR, FileConfig};
+use crate::{Failure, exit, fail};
+
+/// Where to find the data directory, shared by every quarantine command.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Location {
+    /// The configuration file `moat serve` uses; its `data_dir` is read.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    /// The data directory instead.
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+/// `moat quarantine ...`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// List held messages: queue id, sender, recipients, score and reasons.
+    List,
+    /// Print one held message: its verdict, then the message as received.
+    Show {
+        /// The queue id, as `list` gives it.
+        id: String,
+    },
+    /// Deliver a held message normally (the running `moat serve` picks it up within seconds).
+    Release {
+        /// The queue id, as `list` gives it.
+        id: String,
+    },
+    /// Delete a held message for good.
+    Delete {
+        /// The queue id, as `list` gives it.
+        id: String,
+    },
+}
+
+/// Runs a `moat quarantine` command.
+pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
+    let data_dir = data_dir(&location).map_err(fail(exit::CONFIG))?;
+    let quarantine = Quarantine::open(&data_dir.join("quarantine"))
+        .context("opening the quarantine")
+        .map_err(fail(exit::CANT_CREATE))?;
+
+    match command {
+        Command::List => {
+            let held = quarantine
+                .list()
+                .context("listing the quarantine")
+                .map_err(fail(exit::SOFTWARE))?;
+            for message in &held {
+                println!(
+                    "{}  score={:.1}  from=<{}>  to={}  reasons={}",
+                    message.id,
+                    message.verdict.score,
+                    message.envelope.reverse_path,
+                    message.envelope.recipients.join(","),
+                    message.verdict.checks.join(" ")
+                );
+            }
+            eprintln!("{} message(s) held", held.len());
+        }
+        Command::Show { id } => {
+            let (message, content) = quarantine
+                .show(parse_id(&id)?)
+                .with_context(|| format!("showing {id}"))
+                .map_err(fail(exit::NO_INPUT))?;
+            println!("Queue-ID: {}", message.id);
+            println!("Score: {:.1}", message.verdict.score);
+            println!("Reasons: {}", message.verdict.checks.join(" "));
+            println!("Envelope-From: <{}>", message.envelope.reverse_path);
+            println!("Envelope-To: {}", message.envelope.recipients.join(", "));
+            println!();
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(&content)
+                .context("writing the message")
+                .map_err(fail(exit::SOFTWARE))?;
+        }
+        Command::Release { id } => {
+            let held = quarantine
+                .release(parse_id(&id)?, &data_dir.join("queue"))
+                .with_context(|| format!("releasing {id}"))
+                .map_err(fail(exit::NO_INPUT))?;
+            tracing::info!(queue_id = %held.id, "released from quarantine");
+            println!(
+                "{} released to {}",
+                held.id,
+                held.envelope.recipients.join(",")
+            );
+        }
+        Command::Delete { id } => {
+            quarantine
+                .delete(parse_id(&id)?)
+                .with_context(|| format!("deleting {id}"))
+                .map_err(fail(exit::NO_INPUT))?;
+            println!("{id} deleted");
+        }
+    }
+    Ok(())
+}
+
+/// The data directory: `--data-dir`, else the configuration's `data_dir`, else the default.
+fn data_dir(location: &Location) -> anyhow::Result<PathBuf> {
+    if let Some(dir) = &location.data_dir {
+        return Ok(dir.clone());
+    }
+    let Some(path) = &location.config else {
+        return Ok(PathBuf::from(DEFAULT_DATA_DIR));
+    };
+    let file = FileConfig::load(Path::new(path))?;
+    Ok(file
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR)))
+}
+
+fn parse_id(text: &str) -> Result<QueueId, Failure> {
+    QueueId::parse(text).ok_or_else(|| {
+        fail(exit::USAGE)(anyhow::anyhow!(
+            "{text:?} is not a queue id: expected 16 hex digits, as `moat quarantine list` prints"
+        ))
+    })
+}
