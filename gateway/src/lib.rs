@@ -23,6 +23,7 @@ mod recipients;
 mod reply;
 mod session;
 mod tls;
+mod verdict;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -48,6 +49,10 @@ pub use recipients::{AcceptedDomains, RecipientList, RecipientListError};
 pub use reply::{Refusal, Reply};
 pub use session::framing::BareNewline;
 pub use tls::{TlsError, acceptor as tls_acceptor};
+pub use verdict::{
+    Action, Contribution, DEFAULT_QUARANTINE_AT, DEFAULT_REJECT_AT, DEFAULT_SUBJECT_TAG,
+    DEFAULT_TAG_AT, Evidence, Thresholds, Verdict, VerdictPolicy, tag_subject,
+};
 
 /// What every session of one gateway shares.
 pub(crate) struct Shared {
