@@ -19,9 +19,9 @@
 #   BENCH_DOMAINS     [100000]   dnset entries
 #   BENCH_SECONDS     [10]       seconds per dnsperf run
 #   BENCH_RUNS        [3]        runs per side
-#   BENCH_CLIENTS     [8]        dnsperf clients (source ports)
-#   BENCH_THREADS     [1]        dnsperf threads
-#   BENCH_OUTSTANDING [200]      dnsperf queries in flight
+#   BENCH_CLIENTS     [8]        dnsperf clients (source ports) per dnsperf thread
+#   BENCH_THREADS     [1 2]      dnsperf thread counts to measure with, in turn
+#   BENCH_OUTSTANDING [200]      dnsperf queries in flight per dnsperf thread
 #   BENCH_UDP_SOCKETS [2]        Moat's UDP sockets (threads)
 #   BENCH_HICKORY     [1]        1 also measures Moat with hickory-server's UDP path
 #   BENCH_RESULTS     [bench/RESULTS.md] where the section of results is written
@@ -35,7 +35,7 @@ DOMAINS=${BENCH_DOMAINS:-100000}
 SECONDS_PER_RUN=${BENCH_SECONDS:-10}
 RUNS=${BENCH_RUNS:-3}
 CLIENTS=${BENCH_CLIENTS:-8}
-THREADS=${BENCH_THREADS:-1}
+THREADS=${BENCH_THREADS:-1 2}
 OUTSTANDING=${BENCH_OUTSTANDING:-200}
 UDP_SOCKETS=${BENCH_UDP_SOCKETS:-2}
 HICKORY=${BENCH_HICKORY:-1}
@@ -65,10 +65,11 @@ echo "== building moat (release)"
 
 echo "== generating $ENTRIES ip4set entries and $DOMAINS dnset names in $work"
 generate() {
-    # $1: seed offset, so a reload gets different data of the same size.
-    python3 - "$work" "$ENTRIES" "$DOMAINS" "$1" <<'PY'
+    # $1: a variant number (0 for the first data, which also writes the dnset and the queries),
+    # so that a reload gets data of the same size that differs; $2: the ip4set file to write.
+    python3 - "$work" "$ENTRIES" "$DOMAINS" "$1" "$2" <<'PY'
 import os, random, sys
-work, entries, domains, extra = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+work, entries, domains, extra, target = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 random.seed(42)
 header = "$SOA 0 ns1.bl.test hostmaster.bl.test 0 1h 1h 2d 1h\n$NS 1d ns1.bl.test\n"
 ips = set()
@@ -78,11 +79,11 @@ ips = sorted(ips)
 random.shuffle(ips)
 def dotted(ip):
     return "%d.%d.%d.%d" % (ip >> 24, (ip >> 16) & 255, (ip >> 8) & 255, ip & 255)
-with open(os.path.join(work, "ip4set.tmp"), "w") as f:
+with open(target + ".tmp", "w") as f:
     f.write(header + ":2:Listed, see http://bl.test/lookup?$\n")
     f.writelines(dotted(ip) + "\n" for ip in ips)
     f.write("192.0.2.%d\n" % (extra % 256))
-os.rename(os.path.join(work, "ip4set.tmp"), os.path.join(work, "ip4set.txt"))
+os.rename(target + ".tmp", target)
 names = ["d%07d.example%d.com" % (i, i % 97) for i in range(domains)]
 if extra == 0:
     with open(os.path.join(work, "dnset.txt"), "w") as f:
@@ -102,7 +103,10 @@ if extra == 0:
             f.write("%d.%d.%d.%d.bl.test A\n" % (ip & 255, (ip >> 8) & 255, (ip >> 16) & 255, ip >> 24))
 PY
 }
-generate 0
+generate 0 "$work/ip4set.txt"
+for variant in 1 2 3; do
+    generate "$variant" "$work/ip4set.$variant"
+done
 zones=("bl.test:ip4set:$work/ip4set.txt" "dbl.test:dnset:$work/dnset.txt")
 
 free_port() {
@@ -114,7 +118,7 @@ wait_ready() {
     local port=$1 start=$2
     for _ in $(seq 1 1200); do
         if dig +short +tries=1 +time=1 +noedns @127.0.0.1 -p "$port" bl.test SOA 2>/dev/null | grep -q ns1; then
-            echo "$(now) - $start" | bc
+            printf '%.3f\n' "$(echo "$(now) - $start" | bc)"
             return
         fi
         sleep 0.05
@@ -150,13 +154,13 @@ start_moat() {
     moat_rss=$(rss_mb "$pid")
 }
 
-# One dnsperf run against port $1 (server pid $2, run length $3): prints
+# One dnsperf run against port $1 (server pid $2, run length $3, dnsperf threads $4): prints
 # "qps avg_latency_ms lost failed queries_per_cpu_second".
 measure() {
-    local port=$1 pid=$2 length=$3 out c0 c1
+    local port=$1 pid=$2 length=$3 threads=${4:-1} out c0 c1
     c0=$(cpu_ticks "$pid")
-    out=$(dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -l "$length" -c "$CLIENTS" -T "$THREADS" \
-        -q "$OUTSTANDING" 2>&1)
+    out=$(dnsperf -s 127.0.0.1 -p "$port" -d "$work/queries.txt" -l "$length" -c $((CLIENTS * threads)) \
+        -T "$threads" -q $((OUTSTANDING * threads)) 2>&1)
     c1=$(cpu_ticks "$pid")
     echo "$out" >>"$work/dnsperf.log"
     echo "$out" | awk -v ticks=$((c1 - c0)) -v hz="$ticks_per_second" '
@@ -169,6 +173,7 @@ measure() {
         END { printf "%.0f %.3f %d %d %.0f\n", qps, lat, lost, failed, (ticks > 0 ? done * hz / ticks : 0) }'
 }
 median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+med() { tr ' ' '\n' <<<"$1" | grep . | median; }
 
 echo "== starting rbldnsd and moat"
 start_rbldnsd
@@ -177,50 +182,63 @@ echo "   rbldnsd: load ${rbldnsd_load}s, RSS ${rbldnsd_rss} MB; moat: load ${moa
 moat_bytes=$(grep -o 'dataset=ip4set[^ ]* parts= entries=[0-9]* bytes_per_entry=[0-9.]*' "$work/moat-fast.log" | sed 's/.*bytes_per_entry=//')
 rbldnsd_mem=$(grep -o 'mmap=[0-9]* Kb' "$work/rbldnsd.log" | head -1 | grep -o '[0-9]*')
 
-declare -A qps lat cpu lost failed
-for run in $(seq 1 "$RUNS"); do
-    for side in rbldnsd moat; do
-        if [ "$side" = rbldnsd ]; then port=$rbldnsd_port pid=$rbldnsd_pid; else port=$moat_port pid=$moat_pid; fi
-        read -r q l lo f c < <(measure "$port" "$pid" "$SECONDS_PER_RUN")
-        echo "   run $run $side: $q qps, $l ms average, lost $lo, failed $f, $c queries per CPU-second"
-        qps[$side]+="$q "; lat[$side]+="$l "; cpu[$side]+="$c "
-        lost[$side]=$(( ${lost[$side]:-0} + lo )); failed[$side]=$(( ${failed[$side]:-0} + f ))
+rows=""
+failures_rbldnsd=0 failures_moat=0
+for threads in $THREADS; do
+    declare -A qps=() lat=() cpu=()
+    for run in $(seq 1 "$RUNS"); do
+        for side in rbldnsd moat; do
+            if [ "$side" = rbldnsd ]; then port=$rbldnsd_port pid=$rbldnsd_pid; else port=$moat_port pid=$moat_pid; fi
+            read -r q l lo f c < <(measure "$port" "$pid" "$SECONDS_PER_RUN" "$threads")
+            echo "   dnsperf -T $threads, run $run, $side: $q qps, $l ms average, lost $lo, failed $f, $c queries per CPU-second"
+            qps[$side]+="$q "; lat[$side]+="$l "; cpu[$side]+="$c "
+            if [ "$side" = rbldnsd ]; then
+                failures_rbldnsd=$((failures_rbldnsd + lo + f))
+            else
+                failures_moat=$((failures_moat + lo + f))
+            fi
+        done
     done
+    rq=$(med "${qps[rbldnsd]}") mq=$(med "${qps[moat]}")
+    row="| -T $threads -c $((CLIENTS * threads)) -q $((OUTSTANDING * threads))"
+    row+=" | $rq (${qps[rbldnsd]% }) | $mq (${qps[moat]% }) | **$(echo "scale=2; $mq / $rq" | bc)**"
+    row+=" | $(med "${lat[rbldnsd]}") / $(med "${lat[moat]}") | $(med "${cpu[rbldnsd]}") / $(med "${cpu[moat]}") |"
+    rows+="$row"$'\n'
 done
-med() { tr ' ' '\n' <<<"$1" | grep . | median; }
-for side in rbldnsd moat; do
-    declare "${side}_qps=$(med "${qps[$side]}")" "${side}_lat=$(med "${lat[$side]}")" "${side}_cpu=$(med "${cpu[$side]}")"
-done
-ratio=$(echo "scale=2; $moat_qps / $rbldnsd_qps" | bc)
-cpu_ratio=$(echo "scale=2; $moat_cpu / $rbldnsd_cpu" | bc)
 
 hickory_line="not measured (BENCH_HICKORY=0)"
 if [ "$HICKORY" = 1 ]; then
     fast_port=$moat_port fast_pid=$moat_pid fast_load=$moat_load fast_rss=$moat_rss
     start_moat hickory
-    read -r hq hl _ _ hc < <(measure "$moat_port" "$moat_pid" "$SECONDS_PER_RUN")
+    read -r hq hl _ _ hc < <(measure "$moat_port" "$moat_pid" "$SECONDS_PER_RUN" 1)
     kill "$moat_pid"
     hickory_line="$hq qps, $hl ms average, $hc queries per CPU-second"
     echo "   moat with hickory-server's UDP path: $hickory_line"
     moat_port=$fast_port moat_pid=$fast_pid moat_load=$fast_load moat_rss=$fast_rss
 fi
 
-# Reload under load: dnsperf runs 20 s; the full dataset is regenerated (renamed into place)
-# and the server signalled at 4, 9 and 14 s.
+# Reload under load: dnsperf runs 20 s; at 4, 9 and 14 s a prepared variant of the full ip4set
+# (same size, other data) is renamed into place, as operators must, and the server signalled.
 reload_under_load() {
-    local port=$1 pid=$2 out
+    local port=$1 pid=$2
     measure "$port" "$pid" 20 >"$work/reload-$pid.out" &
     local measuring=$!
-    for at in 4 5 5; do
-        sleep "$at"
-        generate "$at$RANDOM" >/dev/null
+    sleep 4
+    for variant in 1 2 3; do
+        cp "$work/ip4set.$variant" "$work/ip4set.next"
+        mv "$work/ip4set.next" "$work/ip4set.txt"
         kill -HUP "$pid"
+        [ "$variant" -lt 3 ] && sleep 5
     done
     wait "$measuring"
     cat "$work/reload-$pid.out"
 }
 echo "== reloading the full dataset 3 times under load"
 read -r mq _ mlost mfailed _ < <(reload_under_load "$moat_port" "$moat_pid")
+for _ in $(seq 1 100); do
+    [ "$(grep -c 'zones reloaded' "$work/moat-fast.log" || true)" -ge 3 ] && break
+    sleep 0.1
+done
 mreloads=$(grep -c 'zones reloaded' "$work/moat-fast.log" || true)
 echo "   moat: $mq qps during reloads, lost $mlost, failed $mfailed, reloads logged $mreloads"
 read -r rq _ rlost rfailed _ < <(reload_under_load "$rbldnsd_port" "$rbldnsd_pid")
@@ -236,26 +254,28 @@ section=$(cat <<MD
 $(date -u +%Y-%m-%d), $cpus CPUs ($model), load average before the runs $load; Moat
 $(cd "$root" && git rev-parse --short HEAD 2>/dev/null || echo unknown) (uncommitted work included),
 rbldnsd $(dpkg-query -W -f='${Version}' rbldnsd 2>/dev/null || echo '?'), dnsperf $(dnsperf -h 2>&1 | awk '/^Version/ {print $2}').
-Command: \`bench/dnsbl.sh\` with $ENTRIES ip4set entries and $DOMAINS dnset names; dnsperf
-\`-c $CLIENTS -T $THREADS -q $OUTSTANDING -l $SECONDS_PER_RUN\`, medians of $RUNS alternating runs; Moat with
-$UDP_SOCKETS UDP sockets. dnsperf shares the cores with the server, so queries per second are
-bounded by the client too; "per CPU-second" is queries answered per second of the server's own
-CPU time, the server's capacity.
+Command: \`bench/dnsbl.sh\` with $ENTRIES ip4set entries and $DOMAINS dnset names, queries 45%
+listed addresses, 45% unlisted, 10% domains; dnsperf \`-l $SECONDS_PER_RUN\`, medians of $RUNS
+alternating runs (each run in brackets); Moat with $UDP_SOCKETS UDP sockets. dnsperf shares the
+two cores with the server, so queries per second are bounded by the client as much as by the
+server; "per CPU-second" is queries answered per second of the server's own CPU time.
 
-| | rbldnsd | Moat | Moat / rbldnsd |
-|---|---|---|---|
-| queries per second | $rbldnsd_qps | $moat_qps | $ratio |
-| average latency (ms) | $rbldnsd_lat | $moat_lat | |
-| queries per CPU-second | $rbldnsd_cpu | $moat_cpu | $cpu_ratio |
-| load time, start to first answer (s) | $rbldnsd_load | $moat_load | |
-| resident memory after load (MB) | $rbldnsd_rss | $moat_rss | |
-| index bytes per ip4set entry | ~${rbldnsd_mem:-?} KB mmap for $ENTRIES (about 16-17) | $moat_bytes | |
-| lost or failed queries in the runs | $(( lost[rbldnsd] + failed[rbldnsd] )) | $(( lost[moat] + failed[moat] )) | |
+| dnsperf | rbldnsd qps | Moat qps | Moat / rbldnsd | latency ms, rbldnsd / Moat | queries per CPU-second, rbldnsd / Moat |
+|---|---|---|---|---|---|
+${rows}
+| | rbldnsd | Moat |
+|---|---|---|
+| load time, start to first answer (s) | $rbldnsd_load | $moat_load |
+| resident memory after load (MB) | $rbldnsd_rss | $moat_rss |
+| index bytes per ip4set entry | 16 (an address and a pointer; ${rbldnsd_mem:-?} KB mmap in all) | $moat_bytes |
+| lost or failed queries in all runs | $failures_rbldnsd | $failures_moat |
 
 Moat with hickory-server's UDP path instead of its own loop (same answers): $hickory_line.
 
 Reload of the full dataset three times (regenerated, renamed into place, SIGHUP) during 20 s of
-dnsperf: Moat $mq qps, lost $mlost, failed $mfailed; rbldnsd $rq qps, lost $rlost, failed $rfailed.
+dnsperf: Moat $mq qps, lost $mlost, failed $mfailed ($mreloads reloads logged); rbldnsd $rq qps,
+lost $rlost, failed $rfailed. rbldnsd answers nothing while it loads (it is single-threaded);
+Moat loads aside and swaps.
 <!-- dnsbl:end -->
 MD
 )

@@ -118,7 +118,11 @@ fn d06_accept_in_cidr_lists_the_masked_block() {
     let file = zone_file("d06.txt");
     std::fs::write(
         &config,
-        format!("[dnsbl]\naccept_in_cidr = true\n[[dnsbl.zone]]\nname = \"bl.test\"\ndatasets = [\"ip4set:{}\"]\n", file.display()),
+        format!(
+            "[dnsbl]\naccept_in_cidr = true\n\
+             [[dnsbl.zone]]\nname = \"bl.test\"\ndatasets = [\"ip4set:{}\"]\n",
+            file.display()
+        ),
     )
     .expect("write config");
     let moat = Moat::start(&[format!("--config={}", config.display())]);

@@ -160,7 +160,12 @@ impl DatasetSpec {
         let (kind, files) = spec
             .split_once(':')
             .ok_or(bad("expected type:file[,file...]"))?;
-        let kind: DatasetType = kind.parse().map_err(|()| bad("unknown dataset type; expected ip4set, ip4tset, ip4trie, ip6trie, ip6tset, dnset, generic or combined"))?;
+        let kind: DatasetType = kind.parse().map_err(|()| {
+            bad(concat!(
+                "unknown dataset type; expected ip4set, ip4tset, ip4trie, ip6trie, ip6tset, ",
+                "dnset, generic or combined"
+            ))
+        })?;
         let files: Vec<PathBuf> = files
             .split(',')
             .filter(|f| !f.is_empty())
@@ -341,7 +346,7 @@ impl ZoneConfig {
 /// Parses a time in rbldnsd's units (`35m`, `1h`, `2d`, `1w`, plain seconds).
 fn duration(key: &str, text: &str) -> Result<Option<u32>, Error> {
     match parse_time(text.trim().as_bytes()) {
-        Some((value, rest)) if rest.is_empty() => Ok(Some(value)),
+        Some((value, [])) => Ok(Some(value)),
         _ => Err(Error::Config {
             key: key.to_owned(),
             value: text.to_owned(),
@@ -416,7 +421,10 @@ mod tests {
             [[dnsbl.zone]]
             name = "bl.example.com"
             aggregate = "bitmask"
-            datasets = ["ip4set:spam.txt,local.txt", { spec = "dnset:/abs/domains", a = "127.0.0.4" }]
+            datasets = [
+                "ip4set:spam.txt,local.txt",
+                { spec = "dnset:/abs/domains", a = "127.0.0.4" },
+            ]
             "#,
         )
         .expect("valid");

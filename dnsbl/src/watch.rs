@@ -24,9 +24,15 @@ pub async fn watch(zones: Zones, check_interval: Option<Duration>) {
         timer
     });
     loop {
+        let tick = async {
+            match timer.as_mut() {
+                Some(timer) => timer.tick().await,
+                None => std::future::pending().await,
+            }
+        };
         let trigger = tokio::select! {
             Some(()) = async { hangup.as_mut()?.recv().await } => "sighup",
-            _ = async { match timer.as_mut() { Some(t) => t.tick().await, None => std::future::pending().await } } => "timer",
+            _ = tick => "timer",
         };
         let zones = zones.clone();
         let summary = tokio::task::spawn_blocking(move || zones.reload_changed())

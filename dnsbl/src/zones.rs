@@ -154,7 +154,11 @@ impl Zones {
                     summary.reloaded += 1;
                 }
                 Err(error) => {
-                    tracing::error!(dataset = %spec, %error, "dataset reload failed; previous data kept");
+                    tracing::error!(
+                        dataset = %spec,
+                        %error,
+                        "dataset reload failed; previous data kept"
+                    );
                     summary.failed += 1;
                 }
             }
@@ -300,7 +304,8 @@ fn report(spec: &DatasetSpec, zones: &[ZoneSpec], loaded: &Loaded) {
         );
     }
     if loaded.warnings.len() > LOGGED_WARNINGS {
-        tracing::warn!(dataset = %spec, more = loaded.warnings.len() - LOGGED_WARNINGS, "more dataset lines skipped");
+        let more = loaded.warnings.len() - LOGGED_WARNINGS;
+        tracing::warn!(dataset = %spec, more, "more dataset lines skipped");
     }
     let entries = loaded.dataset.entries();
     let bytes = loaded.dataset.heap_bytes();

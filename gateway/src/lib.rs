@@ -15,8 +15,10 @@
 //!   goes to [`moat_delivery::Queue::accept`]; the 250 reply is sent only once it returns.
 //! - Every refusal's code, enhanced status and text come from one table, [`Refusal`].
 
+mod auth;
 mod checks;
 mod config;
+pub mod content;
 mod listener;
 mod received;
 mod recipients;
@@ -34,6 +36,11 @@ use moat_delivery::Queue;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
+pub use auth::{
+    ArcCheck, ArcResult, AuthError, AuthReport, AuthSection, AuthSettings, DEFAULT_AUTH_DNS_TIMEOUT,
+    DEFAULT_AUTH_TIMEOUT, DkimCheck, DkimResult, DmarcAction, DmarcCheck, DmarcEnforcement,
+    DmarcPolicy, DmarcResult, SenderAuth, SpfCheck, SpfReport, SpfResult, caching_resolver,
+};
 pub use checks::{
     Checks, DEFAULT_DNSBL_TIMEOUT, DnsblCheck, DnsblScore, DnsblSettings, DnsblSite, ResolverError,
 };

@@ -72,6 +72,8 @@ mod tempdir {
     }
 }
 
+// Only some of the test files that include this module use it.
+#[allow(unused_imports)]
 pub use tempdir::Dir as TempDir;
 
 impl Moat {

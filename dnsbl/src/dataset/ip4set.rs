@@ -67,10 +67,11 @@ impl Builder {
         value: ValueId,
         meta: &Meta,
     ) -> Result<(), &'static str> {
-        if let Some(max) = meta.max_range4 {
-            if range.last - range.first >= max {
-                return Err("too large range ignored ($MAXRANGE4)");
-            }
+        if meta
+            .max_range4
+            .is_some_and(|max| range.last - range.first >= max)
+        {
+            return Err("too large range ignored ($MAXRANGE4)");
         }
         let levels = &mut self.levels;
         expand(range.first, range.last, |level, start, count| {

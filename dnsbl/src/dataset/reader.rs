@@ -125,14 +125,12 @@ pub(crate) fn load(
         .max()
         .unwrap_or(0);
     let (dataset, warnings) = fold.finish();
-    if options.strict {
-        if let Some(w) = warnings.first() {
-            return Err(Error::Strict {
-                path: w.path.to_path_buf(),
-                line: w.line,
-                message: w.message.to_owned(),
-            });
-        }
+    if let (true, Some(w)) = (options.strict, warnings.first()) {
+        return Err(Error::Strict {
+            path: w.path.to_path_buf(),
+            line: w.line,
+            message: w.message.to_owned(),
+        });
     }
     Ok(Loaded {
         dataset,

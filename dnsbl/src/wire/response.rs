@@ -75,10 +75,8 @@ pub(crate) fn write(
     }
     set_count(out, 6, count);
 
-    if !truncated {
-        if let Some(zone) = resolution.zone {
-            truncated = write_authority(out, request, zone, outcome, budget);
-        }
+    if let (false, Some(zone)) = (truncated, resolution.zone) {
+        truncated = write_authority(out, request, zone, outcome, budget);
     }
     if truncated {
         out[2] |= 0x02;
