@@ -51,8 +51,6 @@ readonly GRUB_MODULES_EFI="efi_gop efi_uga all_video"
 # Kernel command line: the serial console last, so systemd's status lines go to it.
 readonly CONSOLE_ARGS="console=tty0 console=ttyS0,115200n8"
 
-readonly GRUB_BIOS_SETUP=/usr/lib/grub/i386-pc/grub-bios-setup
-
 die() {
     echo "build: error: $*" >&2
     exit 1
@@ -81,9 +79,7 @@ need_tools() {
     for tool in "${!package_of[@]}"; do
         command -v "$tool" >/dev/null || missing+=("$tool (Debian package ${package_of[$tool]})")
     done
-    # grub-pc-bin has grub-bios-setup but not its link in /usr/sbin (grub-pc, which would also
-    # install GRUB on the host's own disk, has that).
-    [ -x "$GRUB_BIOS_SETUP" ] || missing+=("$GRUB_BIOS_SETUP (Debian package grub-pc-bin)")
+    [ -f /usr/lib/grub/i386-pc/boot.img ] || missing+=("GRUB's BIOS modules (grub-pc-bin)")
     [ -d /usr/lib/grub/x86_64-efi ] || missing+=("GRUB's UEFI modules (grub-efi-amd64-bin)")
     [ ${#missing[@]} -eq 0 ] || die "missing: ${missing[*]}; scripts/setup installs them"
     [ "$(id -u)" -eq 0 ] || die "run as root: the image holds files of many owners"
@@ -257,6 +253,39 @@ EOF
     cp /usr/lib/grub/i386-pc/boot.img "$work/boot.img"
 }
 
+# Writes little-endian integer VALUE of BYTES octets at OFFSET into FILE.
+write_le() {
+    local file=$1 offset=$2 bytes=$3 value=$4 hex="" i
+    for ((i = 0; i < bytes; i++)); do
+        hex+=$(printf '\\x%02x' $(((value >> (8 * i)) & 255)))
+    done
+    printf '%b' "$hex" | dd of="$file" bs=1 seek="$offset" conv=notrunc status=none
+}
+
+# GRUB for BIOS, as grub-bios-setup does it for a GPT disk (grub-bios-setup itself insists on
+# finding the device of its -d directory, which a disk image in a file does not have): core.img
+# goes into the BIOS boot partition, its first sector's block list is pointed at the rest of it,
+# and boot.img's code goes into the MBR around the partition table, pointed at core.img.
+install_grub_bios() {
+    local disk=$1 core=$work/core.img sectors
+    sectors=$((($(stat -c %s "$core") + SECTOR - 1) / SECTOR))
+    [ "$sectors" -le "$BIOS_SECTORS" ] || die "GRUB's core.img needs $sectors sectors"
+    # diskboot's block list (include/grub/i386/pc/boot.h): the start of core.img's second
+    # sector; grub-mkimage has filled in its length and load segment.
+    write_le "$core" $((0x1f4)) 8 $((BIOS_START + 1))
+    dd if="$core" of="$disk" bs="$SECTOR" seek="$BIOS_START" conv=notrunc status=none
+
+    # boot.img around the protective MBR that sfdisk wrote: its jump (0-2) and its code
+    # (0x5a-0x1b7), not the BPB between them nor the partition table after.
+    dd if="$work/boot.img" of="$disk" bs=1 count=3 conv=notrunc status=none
+    dd if="$work/boot.img" of="$disk" bs=1 skip=$((0x5a)) seek=$((0x5a)) \
+        count=$((0x1b8 - 0x5a)) conv=notrunc status=none
+    # The sector core.img starts at, and the drive check replaced by two NOPs as for any hard
+    # disk (GRUB_BOOT_MACHINE_KERNEL_SECTOR and GRUB_BOOT_MACHINE_DRIVE_CHECK).
+    write_le "$disk" $((0x5c)) 8 "$BIOS_START"
+    write_le "$disk" $((0x66)) 2 $((0x9090))
+}
+
 build_disk() {
     work=$out/work
     rm -rf "$work"
@@ -296,9 +325,7 @@ EOF
     mkfs.ext4 -q -F -L moat-root -U "$root_uuid" -E "offset=$((ROOT_START * SECTOR)),root_owner=0:0" \
         -d "$root" "$disk" "${root_mib}M"
 
-    # BIOS: boot.img in the MBR, core.img in the BIOS boot partition, patched to find each other.
-    echo "(hd0) $disk" >"$work/device.map"
-    "$GRUB_BIOS_SETUP" --directory="$work" --device-map="$work/device.map" --skip-fs-probe "$disk"
+    install_grub_bios "$disk"
 
     mv "$disk" "$out/moat-appliance.raw"
 }

@@ -5,10 +5,8 @@
 #[path = "support/auth_harness.rs"]
 mod harness;
 
-use harness::{
-    Dns, Record, TestKey, forwarder_verifier, message, sender_auth, with_received,
-};
-use moat_gateway::{AuthReport, ArcResult, DkimResult, DmarcAction, DmarcResult, SenderAuth};
+use harness::{Dns, Record, TestKey, forwarder_verifier, message, sender_auth, with_received};
+use moat_gateway::{ArcResult, AuthReport, DkimResult, DmarcAction, DmarcResult, SenderAuth};
 
 /// The mailing list's sending host.
 const LIST_HOST: &str = "198.51.100.7";

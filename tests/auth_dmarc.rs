@@ -35,7 +35,11 @@ fn records(key: &TestKey) -> Vec<Record> {
 /// Runs both stages as the session will: SPF at MAIL FROM, the rest at the end of DATA.
 async fn check(auth: &SenderAuth, ip: &str, reverse_path: &str, raw: &str) -> AuthReport {
     let spf = auth
-        .check_spf(ip.parse().expect("address"), "mail.example.com", reverse_path)
+        .check_spf(
+            ip.parse().expect("address"),
+            "mail.example.com",
+            reverse_path,
+        )
         .await;
     auth.check_message(with_received(raw).as_bytes(), &spf)
         .await
@@ -51,7 +55,13 @@ async fn an_aligned_dkim_signature_passes_even_when_spf_fails() {
         &message("user@example.com", "Hi", "Signed."),
     );
 
-    let report = check(&sender_auth(dns.addr), STRANGER, "user@example.com", &signed).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "user@example.com",
+        &signed,
+    )
+    .await;
     assert_eq!(report.dmarc.result, DmarcResult::Pass, "{report:#?}");
     assert!(report.dmarc.dkim_aligned);
     assert!(!report.dmarc.spf_aligned);
@@ -65,7 +75,13 @@ async fn an_aligned_spf_pass_passes_an_unsigned_message() {
     let dns = Dns::start(&records(&key));
     let raw = message("user@example.com", "Hi", "Unsigned.");
 
-    let report = check(&sender_auth(dns.addr), AUTHORISED, "bounce@example.com", &raw).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        AUTHORISED,
+        "bounce@example.com",
+        &raw,
+    )
+    .await;
     assert_eq!(report.dmarc.result, DmarcResult::Pass, "{report:#?}");
     assert!(report.dmarc.spf_aligned);
     assert!(!report.dmarc.dkim_aligned);
@@ -99,7 +115,13 @@ async fn spf_passing_for_an_unrelated_domain_does_not_align() {
     let dns = Dns::start(&records(&key));
     let forged = message("ceo@example.com", "Urgent", "Pay now.");
 
-    let report = check(&sender_auth(dns.addr), STRANGER, "x@other.example.org", &forged).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "x@other.example.org",
+        &forged,
+    )
+    .await;
     assert_eq!(report.spf.mail_from.result, moat_gateway::SpfResult::Pass);
     assert_eq!(report.dmarc.result, DmarcResult::Fail);
     assert_eq!(report.dmarc_action, Some(DmarcAction::Reject));
@@ -115,7 +137,13 @@ async fn a_third_party_signature_does_not_align() {
         &message("ceo@example.com", "Hi", "Signed by someone else."),
     );
 
-    let report = check(&sender_auth(dns.addr), STRANGER, "x@esp.example.org", &signed).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "x@esp.example.org",
+        &signed,
+    )
+    .await;
     assert_eq!(report.dkim[0].result, moat_gateway::DkimResult::Pass);
     assert_eq!(report.dmarc.result, DmarcResult::Fail);
     assert!(!report.dmarc.dkim_aligned);
@@ -144,7 +172,13 @@ async fn a_subdomain_without_a_record_takes_its_organisational_domains_sp_policy
     let dns = Dns::start(&records(&key));
 
     let forged = message("alerts@news.example.com", "News", "Unsigned.");
-    let report = check(&sender_auth(dns.addr), STRANGER, "alerts@news.example.com", &forged).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "alerts@news.example.com",
+        &forged,
+    )
+    .await;
     assert_eq!(report.dmarc.domain, "news.example.com");
     assert_eq!(report.dmarc.result, DmarcResult::Fail, "{report:#?}");
     assert_eq!(report.dmarc.policy, DmarcPolicy::Quarantine);
@@ -156,7 +190,13 @@ async fn a_subdomain_without_a_record_takes_its_organisational_domains_sp_policy
         "ed",
         &message("alerts@news.example.com", "News", "Signed by the parent."),
     );
-    let report = check(&sender_auth(dns.addr), STRANGER, "alerts@news.example.com", &signed).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "alerts@news.example.com",
+        &signed,
+    )
+    .await;
     assert_eq!(report.dmarc.result, DmarcResult::Pass, "{report:#?}");
     assert!(report.dmarc.dkim_aligned);
 }
@@ -171,7 +211,13 @@ async fn strict_alignment_refuses_the_organisational_domains_signature() {
         &message("user@strict.example.com", "Hi", "Signed by the parent."),
     );
 
-    let report = check(&sender_auth(dns.addr), STRANGER, "user@strict.example.com", &signed).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "user@strict.example.com",
+        &signed,
+    )
+    .await;
     assert_eq!(report.dkim[0].result, moat_gateway::DkimResult::Pass);
     assert_eq!(report.dmarc.result, DmarcResult::Fail, "{report:#?}");
     assert_eq!(report.dmarc_action, Some(DmarcAction::Reject));
@@ -209,7 +255,13 @@ async fn a_domain_without_a_record_has_no_dmarc_result() {
     let dns = Dns::start(&records(&key));
     let raw = message("user@norecord.example.net", "Hi", "Unsigned.");
 
-    let report = check(&sender_auth(dns.addr), STRANGER, "user@norecord.example.net", &raw).await;
+    let report = check(
+        &sender_auth(dns.addr),
+        STRANGER,
+        "user@norecord.example.net",
+        &raw,
+    )
+    .await;
     assert_eq!(report.dmarc.result, DmarcResult::None);
     assert_eq!(report.dmarc.policy, DmarcPolicy::None);
     assert_eq!(report.dmarc_action, None);

@@ -46,7 +46,8 @@ async fn a_signed_message_gets_every_result_on_its_own_line() {
     )
     .await;
     let prefix = &report.dkim[0].signature_prefix;
-    let b = if prefix.contains(['/', '+']) {
+    // Base64 may hold "/", an RFC 2045 tspecial that makes the value a quoted string.
+    let b = if prefix.contains('/') {
         format!("\"{prefix}\"")
     } else {
         prefix.clone()
@@ -159,8 +160,24 @@ fn check_syntax(field: &str) {
 /// The results registered for each method (RFC 8601 section 2.7, RFC 8617, RFC 7489).
 fn allowed(method: &str, result: &str) -> bool {
     let results: &[&str] = match method {
-        "spf" => &["none", "neutral", "pass", "fail", "softfail", "temperror", "permerror"],
-        "dkim" => &["none", "pass", "fail", "policy", "neutral", "temperror", "permerror"],
+        "spf" => &[
+            "none",
+            "neutral",
+            "pass",
+            "fail",
+            "softfail",
+            "temperror",
+            "permerror",
+        ],
+        "dkim" => &[
+            "none",
+            "pass",
+            "fail",
+            "policy",
+            "neutral",
+            "temperror",
+            "permerror",
+        ],
         "arc" => &["none", "pass", "fail"],
         "dmarc" => &["none", "pass", "fail", "temperror", "permerror"],
         _ => &[],

@@ -7,7 +7,10 @@ mod harness;
 
 use std::time::{Duration, Instant};
 
-use harness::{CHECK_TIMEOUT, Dns, Record, closed_port, sender_auth, sender_auth_with, silent_server};
+use harness::{
+    CHECK_TIMEOUT, Dns, QUERY_TIMEOUT, Record, closed_port, sender_auth, sender_auth_with,
+    silent_server,
+};
 use moat_gateway::{SpfReport, SpfResult};
 
 /// The policies the tests ask about.
@@ -21,7 +24,7 @@ fn records() -> Vec<Record> {
         Record::txt("soft.example.com", "v=spf1 ip4:192.0.2.0/24 ~all"),
         Record::txt("neutral.example.com", "v=spf1 ?all"),
         Record::txt("redirect.example.com", "v=spf1 redirect=example.com"),
-        Record::txt("broken.example.com", "v=spf1 ip4:192.0.2.0/24 frobnicate -all"),
+        Record::txt("broken.example.com", "v=spf1 ip4:192.0.2.0/24 include -all"),
         Record::txt("mx.example.com", "v=spf1 mx -all"),
         Record::mx("mx.example.com", 10, "smtp.mx.example.com"),
         Record::address("smtp.mx.example.com", "192.0.2.20"),
@@ -49,7 +52,11 @@ async fn each_policy_gives_its_rfc_7208_result() {
         ("198.51.100.7", "user@example.com", SpfResult::Pass),
         ("203.0.113.5", "user@example.com", SpfResult::Fail),
         ("203.0.113.5", "user@soft.example.com", SpfResult::SoftFail),
-        ("203.0.113.5", "user@neutral.example.com", SpfResult::Neutral),
+        (
+            "203.0.113.5",
+            "user@neutral.example.com",
+            SpfResult::Neutral,
+        ),
         ("192.0.2.10", "user@redirect.example.com", SpfResult::Pass),
         ("203.0.113.5", "user@redirect.example.com", SpfResult::Fail),
         ("192.0.2.20", "user@mx.example.com", SpfResult::Pass),
@@ -58,7 +65,11 @@ async fn each_policy_gives_its_rfc_7208_result() {
         ("2001:db9::25", "user@v6.example.com", SpfResult::Fail),
         ("192.0.2.30", "user@nospf.example.com", SpfResult::None),
         ("192.0.2.30", "user@nxdomain.example.com", SpfResult::None),
-        ("192.0.2.10", "user@broken.example.com", SpfResult::PermError),
+        (
+            "192.0.2.10",
+            "user@broken.example.com",
+            SpfResult::PermError,
+        ),
     ];
     for (ip, reverse_path, expected) in cases {
         let report = spf(&dns, ip, "client.example.net", reverse_path).await;
@@ -75,12 +86,24 @@ async fn each_policy_gives_its_rfc_7208_result() {
 async fn the_helo_identity_is_checked_beside_mail_from() {
     let dns = Dns::start(&records());
 
-    let report = spf(&dns, "192.0.2.10", "mail.example.com", "user@soft.example.com").await;
+    let report = spf(
+        &dns,
+        "192.0.2.10",
+        "mail.example.com",
+        "user@soft.example.com",
+    )
+    .await;
     assert_eq!(report.helo.result, SpfResult::Pass);
     assert_eq!(report.helo.domain, "mail.example.com");
     assert_eq!(report.mail_from.result, SpfResult::Pass);
 
-    let forged = spf(&dns, "203.0.113.5", "mail.example.com", "user@soft.example.com").await;
+    let forged = spf(
+        &dns,
+        "203.0.113.5",
+        "mail.example.com",
+        "user@soft.example.com",
+    )
+    .await;
     assert_eq!(forged.helo.result, SpfResult::Fail);
     assert_eq!(forged.mail_from.result, SpfResult::SoftFail);
 
@@ -105,7 +128,7 @@ async fn the_null_reverse_path_is_checked_as_postmaster_at_the_helo_name() {
 }
 
 #[tokio::test]
-async fn a_dns_server_that_is_down_gives_temperror_at_once() {
+async fn a_dns_server_that_is_down_gives_temperror_within_the_query_timeout() {
     let auth = sender_auth(closed_port());
     let start = Instant::now();
     let report = auth
@@ -117,13 +140,21 @@ async fn a_dns_server_that_is_down_gives_temperror_at_once() {
         .await;
     assert_eq!(report.mail_from.result, SpfResult::TempError);
     assert_eq!(report.helo.result, SpfResult::TempError);
-    assert!(start.elapsed() < CHECK_TIMEOUT, "took {:?}", start.elapsed());
+    // Over UDP a closed port is only a silence: the query's own time ends it, well inside the
+    // check's.
+    let took = start.elapsed();
+    assert!(
+        took < QUERY_TIMEOUT + Duration::from_millis(500),
+        "took {took:?}"
+    );
+    assert!(took < CHECK_TIMEOUT);
 }
 
 #[tokio::test]
 async fn a_dns_server_that_never_answers_gives_temperror_within_the_timeout() {
     let (addr, _udp, _tcp) = silent_server();
-    // The check's own limit, not the query's, must end it: both are one second.
+    // A check and each of its queries may take a second; whichever limit ends it, the session
+    // has its answer within the check's time.
     let timeout = Duration::from_secs(1);
     let auth = sender_auth_with(addr, |settings| {
         settings.timeout = timeout;
@@ -141,10 +172,7 @@ async fn a_dns_server_that_never_answers_gives_temperror_within_the_timeout() {
     assert_eq!(report.mail_from.result, SpfResult::TempError);
     assert_eq!(report.helo.result, SpfResult::TempError);
     assert!(took >= timeout / 2, "answered too soon: {took:?}");
-    assert!(
-        took < timeout + Duration::from_millis(500),
-        "took {took:?}"
-    );
+    assert!(took < timeout + Duration::from_millis(500), "took {took:?}");
 }
 
 /// RFC 7208 Appendix A: the examples of A.1 (simple), A.2 (multiple domains), A.4 (DNSBL
@@ -182,7 +210,11 @@ async fn rfc_7208_appendix_a_examples_give_the_rfcs_results() {
         ("v=spf1 +all", &[("172.168.0.1", Pass), ("10.1.1.1", Pass)]),
         (
             "v=spf1 a -all",
-            &[("192.0.2.10", Pass), ("192.0.2.11", Pass), ("192.0.2.12", Fail)],
+            &[
+                ("192.0.2.10", Pass),
+                ("192.0.2.11", Pass),
+                ("192.0.2.12", Fail),
+            ],
         ),
         (
             "v=spf1 a:example.org -all",
@@ -190,7 +222,11 @@ async fn rfc_7208_appendix_a_examples_give_the_rfcs_results() {
         ),
         (
             "v=spf1 mx -all",
-            &[("192.0.2.129", Pass), ("192.0.2.130", Pass), ("192.0.2.12", Fail)],
+            &[
+                ("192.0.2.129", Pass),
+                ("192.0.2.130", Pass),
+                ("192.0.2.12", Fail),
+            ],
         ),
         (
             "v=spf1 mx:example.org -all",
@@ -198,15 +234,27 @@ async fn rfc_7208_appendix_a_examples_give_the_rfcs_results() {
         ),
         (
             "v=spf1 mx mx:example.org -all",
-            &[("192.0.2.129", Pass), ("192.0.2.140", Pass), ("192.0.2.12", Fail)],
+            &[
+                ("192.0.2.129", Pass),
+                ("192.0.2.140", Pass),
+                ("192.0.2.12", Fail),
+            ],
         ),
         (
             "v=spf1 mx/30 mx:example.org/30 -all",
-            &[("192.0.2.128", Pass), ("192.0.2.141", Pass), ("192.0.2.12", Fail)],
+            &[
+                ("192.0.2.128", Pass),
+                ("192.0.2.141", Pass),
+                ("192.0.2.12", Fail),
+            ],
         ),
         (
             "v=spf1 ptr -all",
-            &[("192.0.2.65", Pass), ("192.0.2.140", Fail), ("10.0.0.4", Fail)],
+            &[
+                ("192.0.2.65", Pass),
+                ("192.0.2.140", Fail),
+                ("10.0.0.4", Fail),
+            ],
         ),
         (
             "v=spf1 ip4:192.0.2.128/28 -all",

@@ -7,7 +7,7 @@
 mod harness;
 
 use harness::{Dns, sender_auth, vector, with_received};
-use moat_gateway::{AuthReport, ArcResult, DkimResult};
+use moat_gateway::{ArcResult, AuthReport, DkimResult};
 
 async fn check_vector(name: &str, reverse_path: &str) -> AuthReport {
     let (records, raw) = vector(name);

@@ -274,3 +274,20 @@ fn moat_answers_as_rbldnsd_on_every_case() {
         differences.join("\n")
     );
 }
+
+#[test]
+fn the_comparison_sees_where_moat_deliberately_differs() {
+    // A check of the check: on an empty non-terminal (D31) rbldnsd says NXDOMAIN and Moat
+    // NODATA, and the normalised replies must differ.
+    let spec = format!("bl.test:ip4set:{}", zone_file("d31.txt").display());
+    let rbldnsd = Rbldnsd::start(std::slice::from_ref(&spec));
+    let moat = Moat::start(&[format!("--zone={spec}")]);
+    let query = [("0.0.10.bl.test".to_owned(), "A")];
+    let theirs = dig_many(rbldnsd.addr, &query, Via::Udp).remove(0);
+    let ours = dig_many(moat.addr, &query, Via::Udp).remove(0);
+    assert_eq!(
+        (theirs.status.as_str(), ours.status.as_str()),
+        ("NXDOMAIN", "NOERROR")
+    );
+    assert_ne!(normalised(theirs), normalised(ours));
+}

@@ -91,7 +91,10 @@ impl Record {
 
     /// A DKIM key record for `selector` and `domain`.
     pub fn dkim_key(selector: &str, domain: &str, key: &TestKey) -> Record {
-        Record::txt(&format!("{selector}._domainkey.{domain}"), &key.dns_record())
+        Record::txt(
+            &format!("{selector}._domainkey.{domain}"),
+            &key.dns_record(),
+        )
     }
 
     /// A line of mail-auth's test vector files: `name value`, a TXT record.
@@ -215,9 +218,7 @@ fn answers_soa(addr: SocketAddr) -> bool {
     };
     let _ = socket.set_read_timeout(Some(Duration::from_millis(200)));
     // Header: id 0x4d54, RD clear, one question; then the root name, type SOA, class IN.
-    let query = [
-        0x4d, 0x54, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 1,
-    ];
+    let query = [0x4d, 0x54, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 6, 0, 1];
     if socket.send_to(&query, addr).is_err() {
         return false;
     }
@@ -308,7 +309,13 @@ impl TestKey {
         let dir = TempDir::new("rsa");
         let key = dir.path().join("key.pem");
         run(Command::new("openssl")
-            .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+            .args([
+                "genpkey",
+                "-algorithm",
+                "RSA",
+                "-pkeyopt",
+                "rsa_keygen_bits:2048",
+            ])
             .arg("-out")
             .arg(&key));
         let public = run(Command::new("openssl")
@@ -348,7 +355,10 @@ impl TestKey {
 
     /// `message` with a DKIM signature of `domain` on top.
     pub fn sign(&self, domain: &str, selector: &str, message: &str) -> String {
-        format!("{}{message}", self.dkim_signature(domain, selector, message))
+        format!(
+            "{}{message}",
+            self.dkim_signature(domain, selector, message)
+        )
     }
 
     /// `message` with an ARC set added by `domain`, as a forwarder seals it after verifying
@@ -417,7 +427,9 @@ pub fn base64(bytes: &[u8]) -> String {
             .fold(0u32, |group, (i, &b)| group | u32::from(b) << (16 - 8 * i));
         for i in 0..4 {
             if i <= chunk.len() {
-                text.push(char::from(ALPHABET[(group >> (18 - 6 * i) & 0x3f) as usize]));
+                text.push(char::from(
+                    ALPHABET[(group >> (18 - 6 * i) & 0x3f) as usize],
+                ));
             } else {
                 text.push('=');
             }
@@ -449,7 +461,9 @@ pub fn vector(name: &str) -> (Vec<Record>, String) {
         .join("tests/support/auth_vectors")
         .join(name);
     let text = fs::read_to_string(&path).expect("read the vector");
-    let (records, message) = text.split_once("\n\n").expect("records, a blank line, a message");
+    let (records, message) = text
+        .split_once("\n\n")
+        .expect("records, a blank line, a message");
     let records = records.lines().map(Record::from_vector_line).collect();
     (records, message.replace('\n', "\r\n"))
 }

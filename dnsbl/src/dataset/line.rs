@@ -61,20 +61,11 @@ pub(crate) fn classify(raw: &[u8]) -> Kind<'_> {
     }
 }
 
-/// Splits file contents into lines, numbered from 1. A last line without a newline counts.
-pub(crate) fn numbered_lines(data: &[u8]) -> Vec<(u32, &[u8])> {
+/// The lines of file contents, numbered from 1. A last line without a newline counts.
+pub(crate) fn numbered_lines(data: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     let body = data.strip_suffix(b"\n").unwrap_or(data);
-    if body.is_empty() && data.len() <= 1 {
-        return if data.is_empty() {
-            Vec::new()
-        } else {
-            vec![(1, &data[..0])]
-        };
-    }
-    body.split(|&b| b == b'\n')
-        .zip(1u32..)
-        .map(|(line, n)| (n, line))
-        .collect()
+    let lines = (!data.is_empty()).then(|| body.split(|&b| b == b'\n'));
+    lines.into_iter().flatten().zip(1u32..).map(|(line, n)| (n, line))
 }
 
 #[cfg(test)]
@@ -96,9 +87,10 @@ mod tests {
 
     #[test]
     fn lines_are_numbered_from_one_with_or_without_final_newline() {
-        let lines = numbered_lines(b"a\nb\n");
+        let lines: Vec<_> = numbered_lines(b"a\nb\n").collect();
         assert_eq!(lines, vec![(1, &b"a"[..]), (2, &b"b"[..])]);
-        assert_eq!(numbered_lines(b"a\n\nc").len(), 3);
-        assert!(numbered_lines(b"").is_empty());
+        assert_eq!(numbered_lines(b"a\n\nc").count(), 3);
+        assert_eq!(numbered_lines(b"").count(), 0);
+        assert_eq!(numbered_lines(b"\n").count(), 1);
     }
 }

@@ -157,8 +157,8 @@ pub(crate) enum Entry {
         plain: bool,
         wild: bool,
     },
-    /// A generic record.
-    Record(generic::Record),
+    /// A generic record (boxed: it is much larger than the other kinds of entry).
+    Record(Box<generic::Record>),
 }
 
 /// Parses one line for a dataset of type `kind`.

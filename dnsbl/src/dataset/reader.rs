@@ -21,9 +21,13 @@ use super::{Builder, Data, Dataset, DatasetType, Line, ParseOptions, parse_line}
 use crate::error::Error;
 use crate::name::Name;
 
-/// Files with more lines than this are parsed in parallel; below it threads cost more than
+/// Chunks with more lines than this are parsed in parallel; below it threads cost more than
 /// they save.
 const PARALLEL_LINES: usize = 16_384;
+
+/// Lines parsed at once: enough for every core to have work, few enough that the parsed lines
+/// (about 100 bytes each) stay a few megabytes.
+const CHUNK_LINES: usize = 65_536;
 
 /// How a dataset is read.
 #[derive(Debug, Clone, Copy)]
@@ -275,47 +279,43 @@ impl Fold {
     /// Parses and applies all lines of one file.
     fn file<'d>(&mut self, path: Arc<Path>, index: usize, data: &'d [u8]) {
         self.paths.push(path);
-        let lines = line::numbered_lines(data);
-        let kinds = self.line_kinds(&lines);
-        let parse = |(i, (number, raw)): (usize, &(u32, &'d [u8]))| -> (u32, Line<'d>) {
-            let kind = kinds.as_ref().map_or(self.kind, |k| k[i]);
-            (*number, parse_line(kind, raw, self.options.parse))
-        };
-        let parsed: Vec<(u32, Line<'d>)> = if lines.len() >= PARALLEL_LINES {
-            lines.par_iter().enumerate().map(parse).collect()
-        } else {
-            lines.iter().enumerate().map(parse).collect()
-        };
-
         self.base.start_file();
         if let Some((_, parts)) = &mut self.combined {
             // Each file of a combined dataset starts outside any part.
             parts.current = None;
         }
-        for (number, line) in parsed {
-            let order = (u64::try_from(index).unwrap_or(0) << 32) | u64::from(number);
-            self.apply(index, number, order, line);
-        }
-    }
 
-    /// For a combined dataset, the type each line is parsed as (the type of the `$DATASET`
-    /// part it is in); `None` for other datasets, whose lines all have one type.
-    fn line_kinds(&self, lines: &[(u32, &[u8])]) -> Option<Vec<DatasetType>> {
-        self.combined.as_ref()?;
-        let mut current = DatasetType::Combined;
-        let kinds = lines
-            .iter()
-            .map(|(_, raw)| {
-                if let line::Kind::Special(text) = line::classify(raw) {
-                    let (keyword, args) = first_word(text);
-                    if keyword.eq_ignore_ascii_case(b"dataset") {
-                        current = part_type(args).unwrap_or(DatasetType::Combined);
-                    }
-                }
-                current
-            })
-            .collect();
-        Some(kinds)
+        // Lines are parsed a chunk at a time, so the parsed form of a whole big file never
+        // sits in memory at once (it is several times the size of the index it becomes).
+        let mut section = DatasetType::Combined;
+        let mut lines = line::numbered_lines(data);
+        let mut chunk: Vec<(u32, &'d [u8], DatasetType)> = Vec::with_capacity(CHUNK_LINES);
+        loop {
+            chunk.clear();
+            for (number, raw) in lines.by_ref().take(CHUNK_LINES) {
+                let kind = match self.combined {
+                    Some(_) => section_kind(raw, &mut section),
+                    None => self.kind,
+                };
+                chunk.push((number, raw, kind));
+            }
+            if chunk.is_empty() {
+                return;
+            }
+            let options = self.options.parse;
+            let parse = |&(number, raw, kind): &(u32, &'d [u8], DatasetType)| -> (u32, Line<'d>) {
+                (number, parse_line(kind, raw, options))
+            };
+            let parsed: Vec<(u32, Line<'d>)> = if chunk.len() >= PARALLEL_LINES {
+                chunk.par_iter().map(parse).collect()
+            } else {
+                chunk.iter().map(parse).collect()
+            };
+            for (number, line) in parsed {
+                let order = (u64::try_from(index).unwrap_or(0) << 32) | u64::from(number);
+                self.apply(index, number, order, line);
+            }
+        }
     }
 
     fn apply(&mut self, file: usize, number: u32, order: u64, line: Line<'_>) {
@@ -475,6 +475,18 @@ impl Fold {
         }
         (dataset, warnings)
     }
+}
+
+/// The type a line of a combined dataset is parsed as: that of the `$DATASET` part it is in.
+/// `section` carries the current part's type from line to line.
+fn section_kind(raw: &[u8], section: &mut DatasetType) -> DatasetType {
+    if let line::Kind::Special(text) = line::classify(raw) {
+        let (keyword, args) = first_word(text);
+        if keyword.eq_ignore_ascii_case(b"dataset") {
+            *section = part_type(args).unwrap_or(DatasetType::Combined);
+        }
+    }
+    *section
 }
 
 /// The dataset type named in `$DATASET type[:name] ...`, if it may be a part.

@@ -18,6 +18,9 @@ pub(crate) const MAX_PLAIN_UDP: usize = 512;
 /// the IPv6 minimum MTU without fragmentation (DNS flag day 2020).
 pub(crate) const MAX_EDNS_UDP: u16 = 1232;
 
+/// The Internet class (RFC 1035 section 3.2.4).
+const CLASS_IN: u16 = 1;
+
 /// The transport a reply goes over, which bounds its size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Transport {
@@ -51,6 +54,11 @@ pub(crate) fn write(
 
     out.clear();
     write_header(out, request.id, request.opcode, request.rd, outcome);
+    // Authority is claimed for class IN only; a class ANY query gets the same data without AA,
+    // as rbldnsd answers it.
+    if request.qclass != CLASS_IN {
+        out[2] &= !0x04;
+    }
     out.extend_from_slice(request.question);
     set_count(out, 4, 1);
 

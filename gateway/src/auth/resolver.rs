@@ -16,10 +16,14 @@ use super::error::AuthError;
 /// spurious `temperror` results; the memory per waiting query is small.
 const MAX_ACTIVE_QUERIES: usize = 1_024;
 
+/// How many times a query is sent before it fails: once more after a lost UDP datagram, and by
+/// then a recursive resolver that was slow the first time usually has the answer cached.
+const TRIES: u32 = 2;
+
 /// Builds the caching resolver: the server at `server`, or /etc/resolv.conf's when `None`.
 ///
-/// Each query is tried once and given `query_timeout`: the checks bound their own total time,
-/// and a retry inside a check's budget would only hide a slow server. [`TokioResolver`] is a
+/// A query takes at most `query_timeout` in all: hickory's timeout is per try and its
+/// `attempts` counts the retries, so each try gets an equal share. [`TokioResolver`] is a
 /// handle: clones share the cache.
 ///
 /// # Errors
@@ -29,8 +33,8 @@ pub fn caching_resolver(
     query_timeout: Duration,
 ) -> Result<TokioResolver, AuthError> {
     let mut options = ResolverOpts::default();
-    options.timeout = query_timeout;
-    options.attempts = 1;
+    options.timeout = query_timeout / TRIES;
+    options.attempts = TRIES as usize - 1;
     options.max_active_requests = MAX_ACTIVE_QUERIES;
     // Every name the checks ask is absolute; a search domain must never be appended.
     options.ndots = 0;

@@ -78,7 +78,9 @@ fn open_into(data: &[u8], prefix: &str, depth: usize, budget: &mut Budget, opene
     let mut archive = match ZipArchive::new(Cursor::new(data)) {
         Ok(archive) => archive,
         Err(e) => {
-            opened.incomplete.push(format!("zip {prefix}: cannot be read: {e}"));
+            opened
+                .incomplete
+                .push(format!("zip {prefix}: cannot be read: {e}"));
             return;
         }
     };
@@ -247,9 +249,17 @@ mod tests {
 
     #[test]
     fn lists_and_unpacks_deflated_entries() {
-        let zip = zip_of(&[("readme.txt", b"hello"), ("bin/tool.exe", b"MZ\x90\x00\x03\x00")]);
+        let zip = zip_of(&[
+            ("readme.txt", b"hello"),
+            ("bin/tool.exe", b"MZ\x90\x00\x03\x00"),
+        ]);
         let opened = open_zip(&zip, &mut Budget::new(1 << 20));
-        let names: Vec<&str> = opened.listing.entries.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<&str> = opened
+            .listing
+            .entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
         assert_eq!(names, ["readme.txt", "bin/tool.exe"]);
         assert_eq!(opened.files.len(), 2);
         assert_eq!(opened.files[1].detected_type, FileType::WindowsExecutable);
@@ -262,7 +272,12 @@ mod tests {
         let inner = zip_of(&[("eicar.com", b"X5O!P%@AP")]);
         let outer = zip_of(&[("inner.zip", &inner)]);
         let opened = open_zip(&outer, &mut Budget::new(1 << 20));
-        let names: Vec<&str> = opened.listing.entries.iter().map(|e| e.name.as_str()).collect();
+        let names: Vec<&str> = opened
+            .listing
+            .entries
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
         assert_eq!(names, ["inner.zip", "inner.zip/eicar.com"]);
         assert!(opened.files.iter().any(|f| f.name == "inner.zip/eicar.com"));
     }
@@ -275,7 +290,12 @@ mod tests {
         }
         let opened = open_zip(&archive, &mut Budget::new(1 << 20));
         assert!(!opened.files.iter().any(|f| f.name.ends_with("deep.txt")));
-        assert!(opened.incomplete.iter().any(|r| r.contains("nested deeper")));
+        assert!(
+            opened
+                .incomplete
+                .iter()
+                .any(|r| r.contains("nested deeper"))
+        );
     }
 
     #[test]
@@ -314,7 +334,10 @@ mod tests {
 
     #[test]
     fn garbage_is_reported_not_panicked_on() {
-        let opened = open_zip(b"PK\x03\x04 this is not really a zip", &mut Budget::new(1 << 20));
+        let opened = open_zip(
+            b"PK\x03\x04 this is not really a zip",
+            &mut Budget::new(1 << 20),
+        );
         assert!(opened.listing.entries.is_empty());
         assert_eq!(opened.incomplete.len(), 1);
     }

@@ -274,7 +274,9 @@ mod tests {
 
     #[tokio::test]
     async fn silent_server_is_unavailable_after_the_timeout() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let address = listener.local_addr().expect("address").to_string();
         let server = tokio::spawn(async move {
             let (socket, _) = listener.accept().await.expect("accept");

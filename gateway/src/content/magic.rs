@@ -138,7 +138,9 @@ impl FileType {
         }
     }
 
-    /// Whether this kind runs as code when opened: the attachment policy's "executable".
+    /// Whether this kind is a program that runs when opened: the attachment policy's
+    /// "executable". Scripts are told apart ([`FileType::Script`]) since they also travel in
+    /// ordinary technical mail.
     pub fn is_executable(self) -> bool {
         matches!(
             self,
@@ -146,7 +148,6 @@ impl FileType {
                 | FileType::Elf
                 | FileType::MachO
                 | FileType::JavaClass
-                | FileType::Script
                 | FileType::WindowsShortcut
         )
     }
@@ -234,10 +235,17 @@ fn looks_like_html(data: &[u8]) -> bool {
         .position(|b| !b.is_ascii_whitespace())
         .unwrap_or(data.len());
     let head = &data[start..data.len().min(start + 16)];
-    let starts = |tag: &[u8]| head.len() >= tag.len() && head[..tag.len()].eq_ignore_ascii_case(tag);
-    [&b"<!doctype html"[..], b"<html", b"<head", b"<body", b"<!--"]
-        .iter()
-        .any(|tag| starts(tag))
+    let starts =
+        |tag: &[u8]| head.len() >= tag.len() && head[..tag.len()].eq_ignore_ascii_case(tag);
+    [
+        &b"<!doctype html"[..],
+        b"<html",
+        b"<head",
+        b"<body",
+        b"<!--",
+    ]
+    .iter()
+    .any(|tag| starts(tag))
 }
 
 /// Text has no NUL and few control characters in its first few kilobytes.
@@ -269,16 +277,25 @@ mod tests {
     #[test]
     fn recognises_programs_by_magic_whatever_their_name() {
         assert_eq!(FileType::detect(&tiny_pe()), FileType::WindowsExecutable);
-        assert_eq!(FileType::detect(b"MZ\x90\x00\x03\x00"), FileType::WindowsExecutable);
+        assert_eq!(
+            FileType::detect(b"MZ\x90\x00\x03\x00"),
+            FileType::WindowsExecutable
+        );
         assert_eq!(FileType::detect(b"\x7fELF\x02\x01\x01"), FileType::Elf);
-        assert_eq!(FileType::detect(&[0xcf, 0xfa, 0xed, 0xfe, 7, 0, 0, 1]), FileType::MachO);
+        assert_eq!(
+            FileType::detect(&[0xcf, 0xfa, 0xed, 0xfe, 7, 0, 0, 1]),
+            FileType::MachO
+        );
         assert_eq!(FileType::detect(b"#!/bin/sh\nrm -rf ~\n"), FileType::Script);
         assert!(FileType::detect(LNK_MAGIC).is_executable());
     }
 
     #[test]
     fn tells_universal_binary_from_java_class() {
-        assert_eq!(FileType::detect(&[0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 2]), FileType::MachO);
+        assert_eq!(
+            FileType::detect(&[0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 2]),
+            FileType::MachO
+        );
         assert_eq!(
             FileType::detect(&[0xca, 0xfe, 0xba, 0xbe, 0, 0, 0, 52]),
             FileType::JavaClass

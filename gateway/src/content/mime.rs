@@ -214,15 +214,17 @@ impl<'m> Walker<'_, 'm> {
         entries: &[super::report::ArchiveEntry],
         files: Vec<Unpacked>,
     ) {
-        let mut unpacked: HashMap<String, Unpacked> =
-            files.into_iter().map(|file| (file.name.clone(), file)).collect();
+        let mut unpacked: HashMap<String, Unpacked> = files
+            .into_iter()
+            .map(|file| (file.name.clone(), file))
+            .collect();
         for entry in entries {
             let part = format!("{label}/{}", entry.name);
             let file = unpacked.remove(&entry.name);
             let file_type = file.as_ref().map_or(FileType::Binary, |f| f.detected_type);
-            let macros = file
-                .as_ref()
-                .is_some_and(|f| f.detected_type == FileType::Ole2 && policy::ole2_has_macros(&f.data));
+            let macros = file.as_ref().is_some_and(|f| {
+                f.detected_type == FileType::Ole2 && policy::ole2_has_macros(&f.data)
+            });
             let subject = PolicySubject {
                 part: &part,
                 name: Some(&entry.name),
@@ -256,7 +258,9 @@ mod tests {
     use super::*;
 
     fn parser() -> MessageParser {
-        MessageParser::new().with_mime_headers().default_header_text()
+        MessageParser::new()
+            .with_mime_headers()
+            .default_header_text()
     }
 
     fn dissect_text(raw: &[u8]) -> (Analysis, String, String, Vec<String>, Vec<&'static str>) {
@@ -265,7 +269,13 @@ mod tests {
         let out = dissect(raw, message.as_ref(), &AttachmentPolicy::default(), 1 << 20);
         let parts = out.items.iter().map(|item| item.part.clone()).collect();
         let rules = out.policy_hits.iter().map(|hit| hit.rule).collect();
-        (out.analysis, out.rule_text.headers, out.rule_text.body, parts, rules)
+        (
+            out.analysis,
+            out.rule_text.headers,
+            out.rule_text.body,
+            parts,
+            rules,
+        )
     }
 
     const MULTIPART: &str = "From: a@example.com\r\n\
@@ -315,7 +325,10 @@ TVqQAAMAAAA=\r\n\
         assert_eq!(analysis.url_domains, ["link.example", "plain.example"]);
         assert_eq!(parts[0], "message");
         assert!(parts.contains(&"tool.pdf.exe".to_owned()), "{parts:?}");
-        assert_eq!(rules, ["dangerous_extension", "double_extension", "executable"]);
+        assert_eq!(
+            rules,
+            ["dangerous_extension", "double_extension", "executable"]
+        );
     }
 
     #[test]

@@ -46,9 +46,9 @@ pub use report::{
 };
 pub use rules::{DEFAULT_RULES, GTUBE};
 pub use settings::{
-    AttachmentPolicy, AttachmentSection, ClamdAddress, ClamdSection, ClamdSettings,
-    ContentSection, ContentSettings, DEFAULT_CLAMD_TIMEOUT, DEFAULT_DANGEROUS_EXTENSIONS,
-    DEFAULT_MAX_SCAN_SIZE, FailureMode, MAX_CLAMD_TIMEOUT,
+    AttachmentPolicy, AttachmentSection, ClamdAddress, ClamdSection, ClamdSettings, ContentSection,
+    ContentSettings, DEFAULT_CLAMD_TIMEOUT, DEFAULT_DANGEROUS_EXTENSIONS, DEFAULT_MAX_SCAN_SIZE,
+    FailureMode, MAX_CLAMD_TIMEOUT,
 };
 pub use urls::MAX_URLS;
 
@@ -104,7 +104,9 @@ impl ContentScanner {
         );
         // Every header is read as text (encoded words decoded) for the rules; only the MIME
         // headers need structure.
-        let parser = MessageParser::new().with_mime_headers().default_header_text();
+        let parser = MessageParser::new()
+            .with_mime_headers()
+            .default_header_text();
         Ok(ContentScanner {
             inner: Arc::new(Inner {
                 settings,
@@ -312,7 +314,8 @@ mod tests {
         const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();
         for chunk in data.chunks(3) {
-            let n = chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
+            let n =
+                chunk.iter().fold(0u32, |n, &b| n << 8 | u32::from(b)) << (8 * (3 - chunk.len()));
             for i in 0..4 {
                 if i <= chunk.len() {
                     out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -341,7 +344,9 @@ Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
             "t.hdb",
             "44d88612fea8a8f36de82e1278abb02f:68:Test.Eicar\n",
         )]);
-        let report = scanner.scan(&with_attachment("eicar.com", EICAR.as_bytes())).await;
+        let report = scanner
+            .scan(&with_attachment("eicar.com", EICAR.as_bytes()))
+            .await;
         assert!(report.infected());
         assert_eq!(report.viruses[0].layer, Layer::Builtin);
         assert_eq!(report.viruses[0].name, "Test.Eicar");
@@ -388,7 +393,10 @@ Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
         };
         let scanner = ContentScanner::load(settings).expect("loads");
         let report = scanner.scan(b"Subject: x\r\n\r\nhello\r\n").await;
-        assert!(matches!(report.clamd, ClamdOutcome::Unavailable(_)), "{report:?}");
+        assert!(
+            matches!(report.clamd, ClamdOutcome::Unavailable(_)),
+            "{report:?}"
+        );
         let failure = report.failure.expect("a failure");
         assert_eq!(failure.mode, FailureMode::Accept);
     }
@@ -404,7 +412,11 @@ Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
             .await;
         assert!(!report.infected());
         assert!(
-            report.analysis.incomplete.iter().any(|r| r.contains("max_scan_size")),
+            report
+                .analysis
+                .incomplete
+                .iter()
+                .any(|r| r.contains("max_scan_size")),
             "{:?}",
             report.analysis.incomplete
         );

@@ -2,6 +2,11 @@
 //! Dangerous extensions, a dangerous extension hidden behind a document one, programs and
 //! scripts recognised by content, office documents with macros, and encrypted archives that
 //! no scanner can look into.
+//!
+//! Windows scripts (`.js`, `.vbs`, `.ps1`, `.bat`) have no magic bytes and are refused by
+//! extension; scripts with an interpreter line (`#!`) are recognised by content, under their
+//! own rule `script`, since the SpamAssassin ham corpus shows them in ordinary technical mail
+//! (2 of 4,150 messages) where a site may want to let them through.
 
 use memchr::memmem;
 
@@ -46,12 +51,7 @@ pub fn check(policy: &AttachmentPolicy, subject: &PolicySubject<'_>, hits: &mut 
     };
     if let Some(name) = subject.name {
         let (last, before) = extensions(name);
-        let dangerous = last.is_some_and(|last| {
-            policy
-                .dangerous_extensions
-                .iter()
-                .any(|extension| *extension == last)
-        });
+        let dangerous = last.is_some_and(|last| policy.dangerous_extensions.contains(&last));
         if dangerous {
             hit("dangerous_extension");
         }
@@ -62,6 +62,9 @@ pub fn check(policy: &AttachmentPolicy, subject: &PolicySubject<'_>, hits: &mut 
     }
     if policy.executables && subject.file_type.is_executable() {
         hit("executable");
+    }
+    if policy.scripts && subject.file_type == FileType::Script {
+        hit("script");
     }
     if policy.office_macros && subject.macros {
         hit("office_macro");
@@ -113,8 +116,14 @@ mod tests {
 
     #[test]
     fn dangerous_extension_is_refused_in_any_case() {
-        assert_eq!(rules_hit(Some("setup.EXE"), FileType::Binary), ["dangerous_extension"]);
-        assert_eq!(rules_hit(Some("run.vbs"), FileType::Text), ["dangerous_extension"]);
+        assert_eq!(
+            rules_hit(Some("setup.EXE"), FileType::Binary),
+            ["dangerous_extension"]
+        );
+        assert_eq!(
+            rules_hit(Some("run.vbs"), FileType::Text),
+            ["dangerous_extension"]
+        );
     }
 
     #[test]
@@ -127,20 +136,32 @@ mod tests {
 
     #[test]
     fn trailing_dots_and_spaces_do_not_hide_the_extension() {
-        assert_eq!(rules_hit(Some("x.exe. "), FileType::Binary), ["dangerous_extension"]);
+        assert_eq!(
+            rules_hit(Some("x.exe. "), FileType::Binary),
+            ["dangerous_extension"]
+        );
     }
 
     #[test]
     fn harmless_names_pass() {
-        for name in ["report.pdf", "photo.2024.jpg", "archive.tar.gz", "README", "exe"] {
+        for name in [
+            "report.pdf",
+            "photo.2024.jpg",
+            "archive.tar.gz",
+            "README",
+            "exe",
+        ] {
             assert!(rules_hit(Some(name), FileType::Binary).is_empty(), "{name}");
         }
     }
 
     #[test]
     fn programs_are_refused_by_content_whatever_their_name() {
-        assert_eq!(rules_hit(Some("photo.jpg"), FileType::WindowsExecutable), ["executable"]);
-        assert_eq!(rules_hit(None, FileType::Script), ["executable"]);
+        assert_eq!(
+            rules_hit(Some("photo.jpg"), FileType::WindowsExecutable),
+            ["executable"]
+        );
+        assert_eq!(rules_hit(None, FileType::Script), ["script"]);
         assert!(rules_hit(None, FileType::Pdf).is_empty());
     }
 

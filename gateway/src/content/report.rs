@@ -136,7 +136,7 @@ pub struct VirusHit {
 /// An attachment the policy refuses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyHit {
-    /// Which check: `dangerous_extension`, `double_extension`, `executable`,
+    /// Which check: `dangerous_extension`, `double_extension`, `executable`, `script`,
     /// `office_macro` or `encrypted_archive`.
     pub rule: &'static str,
     /// Where, as in [`VirusHit::part`].

@@ -102,7 +102,9 @@ impl RuleText {
 
     /// The lower-case name of the header line holding byte `offset`.
     fn header_at(&self, offset: usize) -> Option<&str> {
-        let index = self.header_lines.partition_point(|(start, _)| *start <= offset);
+        let index = self
+            .header_lines
+            .partition_point(|(start, _)| *start <= offset);
         let (_, name) = self.header_lines.get(index.checked_sub(1)?)?;
         Some(name)
     }
@@ -210,7 +212,10 @@ impl RuleSet {
         let mut matched = vec![false; self.rules.len()];
         let mut gtube = false;
 
-        for found in self.automaton.find_overlapping_iter(text.headers.as_bytes()) {
+        for found in self
+            .automaton
+            .find_overlapping_iter(text.headers.as_bytes())
+        {
             let header = text.header_at(found.start());
             let bytes = &text.headers.as_bytes()[found.range()];
             for target in &self.targets[found.pattern().as_usize()] {
@@ -273,7 +278,9 @@ fn parse_line(line: &str) -> Result<Option<(Rule, Vec<u8>)>, String> {
         let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
         let (value, after) = trimmed.split_at(end);
         if value.is_empty() {
-            return Err(format!("missing {what}: expected NAME WEIGHT SCOPE PATTERN"));
+            return Err(format!(
+                "missing {what}: expected NAME WEIGHT SCOPE PATTERN"
+            ));
         }
         rest = after;
         Ok(value)
@@ -290,7 +297,9 @@ fn parse_line(line: &str) -> Result<Option<(Rule, Vec<u8>)>, String> {
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
     {
-        return Err(format!("name {name:?} may hold only letters, digits, '_', '-' and '.'"));
+        return Err(format!(
+            "name {name:?} may hold only letters, digits, '_', '-' and '.'"
+        ));
     }
     let weight: f32 = weight
         .parse()
@@ -369,7 +378,7 @@ fn strip_comment(text: &str) -> &str {
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() < 2 || text.len() % 2 != 0 {
+    if text.len() < 2 || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -452,7 +461,8 @@ mod tests {
 
     #[test]
     fn body_rules_ignore_headers_and_header_rules_ignore_the_body() {
-        let set = rules("B 1 body \"cheap meds\"\nH 1 header \"cheap meds\"\nA 1 any \"cheap meds\"\n");
+        let set =
+            rules("B 1 body \"cheap meds\"\nH 1 header \"cheap meds\"\nA 1 any \"cheap meds\"\n");
         let mut text = RuleText::default();
         text.push_header("Subject", "cheap meds");
         assert_eq!(names(&set.apply(&text)), ["H", "A"]);
@@ -514,7 +524,10 @@ mod tests {
                 .expect_err(text);
             let message = error.to_string();
             assert!(message.contains(expected), "{text}: {message}");
-            assert!(message.contains("line 2") || message.contains("line 3"), "{message}");
+            assert!(
+                message.contains("line 2") || message.contains("line 3"),
+                "{message}"
+            );
         }
     }
 

@@ -25,6 +25,7 @@
 //! dangerous_extensions = ["exe", "scr", "js"]
 //! double_extensions = true
 //! executables = true
+//! scripts = true
 //! office_macros = true
 //! encrypted_archives = true
 //! ```
@@ -52,11 +53,60 @@ pub const MAX_CLAMD_TIMEOUT: Duration = Duration::from_secs(5 * 60);
 /// provider publishes for the files it never lets through (programs, scripts, installers,
 /// shortcuts and disk images that run or mount with one click).
 pub const DEFAULT_DANGEROUS_EXTENSIONS: &[&str] = &[
-    "ade", "adp", "apk", "appx", "appxbundle", "bat", "cab", "chm", "cmd", "com", "cpl",
-    "diagcab", "diagcfg", "diagpack", "dll", "dmg", "ex", "ex_", "exe", "hta", "img", "ins",
-    "iso", "isp", "jar", "jnlp", "js", "jse", "lib", "lnk", "mde", "mjs", "msc", "msi", "msix",
-    "msixbundle", "msp", "mst", "nsh", "pif", "ps1", "scr", "sct", "shb", "sys", "vb", "vbe",
-    "vbs", "vhd", "vxd", "wsc", "wsf", "wsh", "xll",
+    "ade",
+    "adp",
+    "apk",
+    "appx",
+    "appxbundle",
+    "bat",
+    "cab",
+    "chm",
+    "cmd",
+    "com",
+    "cpl",
+    "diagcab",
+    "diagcfg",
+    "diagpack",
+    "dll",
+    "dmg",
+    "ex",
+    "ex_",
+    "exe",
+    "hta",
+    "img",
+    "ins",
+    "iso",
+    "isp",
+    "jar",
+    "jnlp",
+    "js",
+    "jse",
+    "lib",
+    "lnk",
+    "mde",
+    "mjs",
+    "msc",
+    "msi",
+    "msix",
+    "msixbundle",
+    "msp",
+    "mst",
+    "nsh",
+    "pif",
+    "ps1",
+    "scr",
+    "sct",
+    "shb",
+    "sys",
+    "vb",
+    "vbe",
+    "vbs",
+    "vhd",
+    "vxd",
+    "wsc",
+    "wsf",
+    "wsh",
+    "xll",
 ];
 
 /// `[content]` as written; every key optional. See the module documentation for each.
@@ -96,8 +146,10 @@ pub struct AttachmentSection {
     pub dangerous_extensions: Option<Vec<String>>,
     /// Refuse a dangerous extension behind a document one (`invoice.pdf.exe`).
     pub double_extensions: Option<bool>,
-    /// Refuse programs and scripts recognised by their content, whatever their name.
+    /// Refuse programs recognised by their content, whatever their name.
     pub executables: Option<bool>,
+    /// Refuse scripts with an interpreter line (`#!`), whatever their name.
+    pub scripts: Option<bool>,
     /// Refuse office documents that carry macros.
     pub office_macros: Option<bool>,
     /// Refuse archives with encrypted entries, which no scanner can look into.
@@ -179,8 +231,10 @@ pub struct AttachmentPolicy {
     pub dangerous_extensions: Vec<String>,
     /// Refuse `name.doc.exe` where the last extension is dangerous.
     pub double_extensions: bool,
-    /// Refuse programs and scripts recognised by their magic bytes.
+    /// Refuse programs (PE, ELF, Mach-O, Java class, Windows shortcut) by their magic bytes.
     pub executables: bool,
+    /// Refuse scripts with an interpreter line (`#!`).
+    pub scripts: bool,
     /// Refuse office documents with macros.
     pub office_macros: bool,
     /// Refuse archives with encrypted entries.
@@ -197,6 +251,7 @@ impl Default for AttachmentPolicy {
                 .collect(),
             double_extensions: true,
             executables: true,
+            scripts: true,
             office_macros: true,
             encrypted_archives: true,
         }
@@ -290,6 +345,7 @@ impl AttachmentSection {
             dangerous_extensions,
             double_extensions: self.double_extensions.unwrap_or(defaults.double_extensions),
             executables: self.executables.unwrap_or(defaults.executables),
+            scripts: self.scripts.unwrap_or(defaults.scripts),
             office_macros: self.office_macros.unwrap_or(defaults.office_macros),
             encrypted_archives: self
                 .encrypted_archives
@@ -344,7 +400,9 @@ mod tests {
 
     #[test]
     fn clamd_defaults_to_tempfail_and_thirty_seconds() {
-        let settings = with_clamd(clamd("127.0.0.1:3310")).validate().expect("valid");
+        let settings = with_clamd(clamd("127.0.0.1:3310"))
+            .validate()
+            .expect("valid");
         let clamd = settings.clamd.expect("clamd configured");
         assert_eq!(clamd.address, ClamdAddress::Tcp("127.0.0.1:3310".into()));
         assert_eq!(clamd.timeout, DEFAULT_CLAMD_TIMEOUT);
@@ -376,8 +434,11 @@ mod tests {
     #[test]
     fn refuses_address_without_port() {
         for address in ["localhost", "localhost:0", ":3310", "relative/socket"] {
-            let error = with_clamd(clamd(address)).validate().unwrap_err();
-            assert!(error.to_string().contains("content.clamd.address"), "{error}");
+            let error = with_clamd(clamd(address)).validate().expect_err("refused");
+            assert!(
+                error.to_string().contains("content.clamd.address"),
+                "{error}"
+            );
         }
     }
 
@@ -387,8 +448,11 @@ mod tests {
             failure_mode: Some("ignore".into()),
             ..clamd("h:1")
         };
-        let error = with_clamd(section).validate().unwrap_err();
-        assert!(error.to_string().contains("\"tempfail\" or \"accept\""), "{error}");
+        let error = with_clamd(section).validate().expect_err("refused");
+        assert!(
+            error.to_string().contains("\"tempfail\" or \"accept\""),
+            "{error}"
+        );
     }
 
     #[test]
@@ -398,7 +462,10 @@ mod tests {
                 timeout: Some(timeout.into()),
                 ..clamd("h:1")
             };
-            assert!(with_clamd(section).validate().is_err(), "{timeout} accepted");
+            assert!(
+                with_clamd(section).validate().is_err(),
+                "{timeout} accepted"
+            );
         }
     }
 

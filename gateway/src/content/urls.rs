@@ -165,8 +165,12 @@ mod tests {
 
     #[test]
     fn finds_urls_and_their_hosts_in_text() {
-        let (urls, domains) = collect(&["See https://Example.COM/a?b=c, and http://www.example.org."]);
-        assert_eq!(urls, ["https://Example.COM/a?b=c", "http://www.example.org"]);
+        let (urls, domains) =
+            collect(&["See https://Example.COM/a?b=c, and http://www.example.org."]);
+        assert_eq!(
+            urls,
+            ["https://Example.COM/a?b=c", "http://www.example.org"]
+        );
         assert_eq!(domains, ["example.com", "www.example.org"]);
     }
 

@@ -146,7 +146,7 @@ fn to_array<const N: usize>(bytes: &[u8]) -> Result<[u8; N], String> {
 
 /// Hex digits to bytes; `None` unless the text is an even number of hex digits.
 pub(super) fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.is_empty() || text.len() % 2 != 0 {
+    if text.is_empty() || !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())
@@ -159,14 +159,16 @@ pub(super) fn decode_hex(text: &str) -> Option<Vec<u8>> {
 mod tests {
     use super::*;
 
-    const EICAR: &[u8] =
-        br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+    const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
     #[test]
     fn md5_signature_matches_file_of_that_size() {
         let mut signatures = HashSignatures::default();
         signatures
-            .add_line("44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature", true)
+            .add_line(
+                "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature",
+                true,
+            )
             .expect("valid line");
         assert_eq!(signatures.find(EICAR), Some("Eicar-Test-Signature"));
         assert_eq!(signatures.find(b"something else"), None);
@@ -212,7 +214,12 @@ mod tests {
     #[test]
     fn malformed_lines_are_refused() {
         let mut signatures = HashSignatures::default();
-        for line in ["nothex:68:X", "44d88612fea8a8f36de82e1278abb02f:big:X", "abc", "aa:1:"] {
+        for line in [
+            "nothex:68:X",
+            "44d88612fea8a8f36de82e1278abb02f:big:X",
+            "abc",
+            "aa:1:",
+        ] {
             assert!(signatures.add_line(line, false).is_err(), "{line}");
         }
         assert!(signatures.add_line("# comment", false).is_ok());

@@ -208,9 +208,9 @@ impl Check<'_> {
                         return false;
                     };
                     let low = max.map_or(0, |max| end.saturating_sub(max));
-                    return (low..=high)
-                        .rev()
-                        .any(|start| self.steps <= MAX_STEPS && self.backward(rest, start, accept_start));
+                    return (low..=high).rev().any(|start| {
+                        self.steps <= MAX_STEPS && self.backward(rest, start, accept_start)
+                    });
                 }
                 Element::Alternatives(choices) => {
                     return choices.iter().any(|choice| {

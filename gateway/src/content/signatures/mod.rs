@@ -208,8 +208,7 @@ fn load_bodies(
 mod tests {
     use super::*;
 
-    const EICAR: &[u8] =
-        br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
+    const EICAR: &[u8] = br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
 
     fn temp_dir(label: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
@@ -230,8 +229,11 @@ mod tests {
             "44d88612fea8a8f36de82e1278abb02f:68:Test.Eicar.Hash\n",
         )
         .expect("write");
-        fs::write(dir.join("test.ndb"), "Test.Eicar.Body:0:*:45494341522d\nX:0:EP+0:4d5a\n")
-            .expect("write");
+        fs::write(
+            dir.join("test.ndb"),
+            "Test.Eicar.Body:0:*:45494341522d\nX:0:EP+0:4d5a\n",
+        )
+        .expect("write");
         fs::write(dir.join("README"), "not signatures").expect("write");
         let db = SignatureDb::load_dir(&dir).expect("loads");
         assert_eq!(db.len(), 2);
@@ -246,8 +248,11 @@ mod tests {
     #[test]
     fn empty_directory_is_an_error() {
         let dir = temp_dir("empty");
-        let error = SignatureDb::load_dir(&dir).unwrap_err();
-        assert!(matches!(error, ContentError::NoSignatures { .. }), "{error}");
+        let error = SignatureDb::load_dir(&dir).expect_err("refused");
+        assert!(
+            matches!(error, ContentError::NoSignatures { .. }),
+            "{error}"
+        );
         fs::remove_dir_all(&dir).ok();
     }
 
@@ -255,7 +260,9 @@ mod tests {
     fn malformed_line_names_file_and_line() {
         let dir = temp_dir("malformed");
         fs::write(dir.join("bad.ndb"), "# fine\nBad:0:*:4d5\n").expect("write");
-        let error = SignatureDb::load_dir(&dir).unwrap_err().to_string();
+        let error = SignatureDb::load_dir(&dir)
+            .expect_err("refused")
+            .to_string();
         assert!(error.contains("bad.ndb line 2"), "{error}");
         fs::remove_dir_all(&dir).ok();
     }
