@@ -338,7 +338,7 @@ build_iso() {
     echo "# Live system: live-boot mounts the root file system." >"$root/etc/fstab"
     cp "$root/boot/vmlinuz-"* "$iso_root/live/vmlinuz"
     cp "$root/boot/initrd.img-"* "$iso_root/live/initrd.img"
-    mksquashfs "$root" "$iso_root/live/filesystem.squashfs" -comp zstd -noappend -quiet \
+    mksquashfs "$root" "$iso_root/live/filesystem.squashfs" -comp zstd -Xcompression-level 6 -noappend -no-progress \
         -e boot/grub
     cat >"$iso_root/boot/grub/grub.cfg" <<EOF
 # Moat appliance, live: written by appliance-image/build.sh.

@@ -14,8 +14,8 @@ use moat_delivery::{
     Timeouts,
 };
 use moat_gateway::{
-    AcceptedDomains, BareNewline, DEFAULT_DNSBL_TIMEOUT, DnsblSettings, DnsblSite, RecipientList,
-    SmtpConfig,
+    AcceptedDomains, BareNewline, DEFAULT_DNSBL_TIMEOUT, DEFAULT_SUBJECT_TAG, DnsblSettings,
+    DnsblSite, RecipientList, SmtpConfig, Thresholds, VerdictPolicy,
 };
 use serde::Deserialize;
 
@@ -102,6 +102,37 @@ pub struct FileConfig {
     /// Blocklist zones this node serves over DNS, beside the gateway, which also looks its
     /// clients up in them in-process.
     pub dnsbl: Option<moat_dnsbl::DnsblConfig>,
+    /// Sender authentication (SPF, DKIM, ARC, DMARC); on when the section is present.
+    pub auth: Option<moat_gateway::AuthSection>,
+    /// How check scores become actions.
+    #[serde(default)]
+    pub verdict: VerdictSection,
+}
+
+/// `[verdict]`: thresholds of the score, and `[[verdict.domain]]` overrides.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct VerdictSection {
+    pub tag_at: Option<f32>,
+    pub quarantine_at: Option<f32>,
+    pub reject_at: Option<f32>,
+    pub reject_viruses: Option<bool>,
+    pub subject_tag: Option<String>,
+    #[serde(default)]
+    pub domain: Vec<VerdictDomainSection>,
+}
+
+/// `[[verdict.domain]]`: one recipient domain's own thresholds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct VerdictDomainSection {
+    pub name: String,
+    pub tag_at: Option<f32>,
+    pub quarantine_at: Option<f32>,
+    pub reject_at: Option<f32>,
+    pub reject_viruses: Option<bool>,
 }
 
 /// `[smtp]`: see moat.example.toml for each key.
@@ -204,6 +235,12 @@ pub struct Settings {
     pub dnsbl_check: Option<DnsblSettings>,
     /// The zones served over DNS beside the gateway, when `[dnsbl]` is present.
     pub dnsbl_server: Option<moat_dnsbl::Settings>,
+    /// The resolver the checks share; `None` for /etc/resolv.conf.
+    pub dns_resolver: Option<SocketAddr>,
+    /// Sender authentication, when `[auth]` is present.
+    pub auth: Option<moat_gateway::AuthSettings>,
+    /// The verdict policy.
+    pub verdict: VerdictPolicy,
 }
 
 impl FileConfig {
@@ -280,8 +317,20 @@ impl FileConfig {
                 .collect()
         };
         let (domains, routes) = domains(sections, &default_route)?;
-        let delivery = delivery_config(&self.delivery, hostname, routes)?;
+        let delivery = delivery_config(&self.delivery, hostname.clone(), routes)?;
         let dnsbl_check = dnsbl_check(&self.smtp)?;
+        let dns_resolver = dns_resolver(&self.smtp)?;
+        let auth = match self.auth {
+            Some(section) => Some(section.validate(dns_resolver, &hostname).map_err(|error| {
+                ConfigError::Value {
+                    key: "auth".into(),
+                    value: String::new(),
+                    expected: error.to_string(),
+                }
+            })?),
+            None => None,
+        };
+        let verdict = verdict_policy(self.verdict)?;
         let dnsbl_server = match &self.dnsbl {
             Some(section) => {
                 Some(
@@ -301,6 +350,9 @@ impl FileConfig {
             None => None,
         };
         Ok(Settings {
+            dns_resolver,
+            auth,
+            verdict,
             greylist,
             dnsbl_check,
             dnsbl_server,
@@ -405,14 +457,6 @@ fn dnsbl_check(section: &SmtpSection) -> Result<Option<DnsblSettings>, ConfigErr
             codes,
         });
     }
-    let resolver = match &section.dns_resolver {
-        Some(text) => Some(text.parse::<SocketAddr>().map_err(|_| ConfigError::Value {
-            key: "smtp.dns_resolver".into(),
-            value: text.clone(),
-            expected: "a resolver's IP address and port, as 127.0.0.1:53".into(),
-        })?),
-        None => None,
-    };
     let timeout = match &section.dnsbl_timeout {
         Some(text) => parse_duration("smtp.dnsbl_timeout", text)?,
         None => DEFAULT_DNSBL_TIMEOUT,
@@ -424,8 +468,74 @@ fn dnsbl_check(section: &SmtpSection) -> Result<Option<DnsblSettings>, ConfigErr
             .dnsbl_allowlist_threshold
             .unwrap_or(DEFAULT_DNSBL_ALLOWLIST_THRESHOLD),
         timeout,
-        resolver,
     }))
+}
+
+/// The resolver the checks share, from `smtp.dns_resolver`.
+fn dns_resolver(section: &SmtpSection) -> Result<Option<SocketAddr>, ConfigError> {
+    let Some(text) = &section.dns_resolver else {
+        return Ok(None);
+    };
+    text.parse::<SocketAddr>()
+        .map(Some)
+        .map_err(|_| ConfigError::Value {
+            key: "smtp.dns_resolver".into(),
+            value: text.clone(),
+            expected: "a resolver's IP address and port, as 127.0.0.1:53".into(),
+        })
+}
+
+/// The verdict policy from `[verdict]`.
+fn verdict_policy(section: VerdictSection) -> Result<VerdictPolicy, ConfigError> {
+    let defaults = Thresholds::default();
+    let base = Thresholds {
+        tag_at: section.tag_at.unwrap_or(defaults.tag_at),
+        quarantine_at: section.quarantine_at.unwrap_or(defaults.quarantine_at),
+        reject_at: section.reject_at.unwrap_or(defaults.reject_at),
+        reject_viruses: section.reject_viruses.unwrap_or(defaults.reject_viruses),
+    };
+    check_thresholds("verdict", &base)?;
+
+    let mut domains = HashMap::new();
+    for domain in section.domain {
+        let thresholds = Thresholds {
+            tag_at: domain.tag_at.unwrap_or(base.tag_at),
+            quarantine_at: domain.quarantine_at.unwrap_or(base.quarantine_at),
+            reject_at: domain.reject_at.unwrap_or(base.reject_at),
+            reject_viruses: domain.reject_viruses.unwrap_or(base.reject_viruses),
+        };
+        let name = domain
+            .name
+            .trim()
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        check_thresholds(&format!("verdict.domain {name}"), &thresholds)?;
+        domains.insert(name, thresholds);
+    }
+    Ok(VerdictPolicy {
+        defaults: base,
+        domains,
+        subject_tag: section
+            .subject_tag
+            .unwrap_or_else(|| DEFAULT_SUBJECT_TAG.to_string()),
+    })
+}
+
+/// Thresholds must rise: tag, then quarantine, then reject.
+fn check_thresholds(key: &str, thresholds: &Thresholds) -> Result<(), ConfigError> {
+    if thresholds.tag_at <= thresholds.quarantine_at
+        && thresholds.quarantine_at <= thresholds.reject_at
+    {
+        return Ok(());
+    }
+    Err(ConfigError::Value {
+        key: key.into(),
+        value: format!(
+            "tag_at {} quarantine_at {} reject_at {}",
+            thresholds.tag_at, thresholds.quarantine_at, thresholds.reject_at
+        ),
+        expected: "tag_at <= quarantine_at <= reject_at".into(),
+    })
 }
 
 /// Parses a DNSBL answer code or range: `127.0.0.2` or `127.0.0.2-127.0.0.11`.

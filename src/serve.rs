@@ -1,13 +1,18 @@
 //! `moat serve`: the SMTP gateway and its delivery queue, from one configuration.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 
 use anyhow::Context;
+use moat_delivery::Quarantine;
 use moat_delivery::Queue;
 use moat_dnsbl::{DnsServer, Zones};
-use moat_gateway::{Checks, DnsblCheck, DnsblSettings, Gateway};
+use moat_gateway::{
+    AuthSettings, Checks, DEFAULT_AUTH_DNS_TIMEOUT, DnsblCheck, DnsblSettings, Gateway, SenderAuth,
+    VerdictPolicy, caching_resolver,
+};
 use moat_greylist::{Greylist, GreylistSettings, SystemClock};
 
 use crate::config::{FileConfig, Overrides};
@@ -55,7 +60,16 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             }
             None => (None, None),
         };
-        let checks = checks(settings.greylist, settings.dnsbl_check, zones).await?;
+        let checks = checks(CheckSettings {
+            greylist: settings.greylist,
+            dnsbl: settings.dnsbl_check,
+            zones,
+            auth: settings.auth,
+            dns_resolver: settings.dns_resolver,
+            verdict: settings.verdict,
+            data_dir: settings.data_dir.clone(),
+        })
+        .await?;
         let gateway = Gateway::bind(
             &settings.listen,
             settings.smtp,
@@ -97,29 +111,66 @@ async fn serve_dnsbl(settings: &moat_dnsbl::Settings) -> Result<(Zones, DnsServe
     Ok((zones, server))
 }
 
-/// Starts the checks the configuration turns on.
-async fn checks(
+/// The checks `moat serve` runs, from the validated settings.
+struct CheckSettings {
     greylist: Option<GreylistSettings>,
     dnsbl: Option<DnsblSettings>,
     zones: Option<Zones>,
-) -> Result<Checks, Failure> {
-    let mut checks = Checks::default();
-    if let Some(settings) = dnsbl {
-        let sites = settings.sites.len();
-        let check =
-            DnsblCheck::new(settings, zones).map_err(|error| fail(exit::CONFIG)(error.into()))?;
+    auth: Option<AuthSettings>,
+    dns_resolver: Option<SocketAddr>,
+    verdict: VerdictPolicy,
+    data_dir: PathBuf,
+}
+
+/// Starts the checks the configuration turns on. The DNSBL and sender authentication checks
+/// share one caching resolver, so a name any of them asked is answered from its cache.
+async fn checks(settings: CheckSettings) -> Result<Checks, Failure> {
+    let quarantine = Quarantine::open(&settings.data_dir.join("quarantine"))
+        .context("opening the quarantine")
+        .map_err(fail(exit::CANT_CREATE))?;
+    let mut checks = Checks {
+        verdict: settings.verdict,
+        quarantine: Some(quarantine),
+        ..Checks::default()
+    };
+
+    let resolver = if settings.dnsbl.is_some() || settings.auth.is_some() {
+        let timeout = settings
+            .auth
+            .as_ref()
+            .map_or(DEFAULT_AUTH_DNS_TIMEOUT, |a| a.dns_timeout);
+        Some(
+            caching_resolver(settings.dns_resolver, timeout)
+                .map_err(|error| fail(exit::CONFIG)(error.into()))?,
+        )
+    } else {
+        None
+    };
+
+    if let (Some(dnsbl), Some(resolver)) = (settings.dnsbl, &resolver) {
+        let sites = dnsbl.sites.len();
+        checks.dnsbl = Some(Arc::new(DnsblCheck::new(
+            dnsbl,
+            settings.zones,
+            resolver.clone(),
+        )));
         tracing::info!(sites, "DNSBL checks on");
-        checks.dnsbl = Some(Arc::new(check));
     }
-    if let Some(settings) = greylist {
-        let greylist = Greylist::open(&settings, Arc::new(SystemClock))
+    if let (Some(auth), Some(resolver)) = (settings.auth, &resolver) {
+        let auth = SenderAuth::with_resolver(auth, resolver.clone())
+            .map_err(|error| fail(exit::CONFIG)(error.into()))?;
+        checks.auth = Some(Arc::new(auth));
+        tracing::info!("sender authentication on");
+    }
+    if let Some(greylist) = settings.greylist {
+        let store = Greylist::open(&greylist, Arc::new(SystemClock))
             .await
             .context("opening the greylist store")
             .map_err(fail(exit::CANT_CREATE))?;
-        let greylist = Arc::new(greylist);
-        greylist.spawn_expiry(settings.expire_interval);
-        tracing::info!(backend = ?settings.backend, "greylisting on");
-        checks.greylist = Some(greylist);
+        let store = Arc::new(store);
+        store.spawn_expiry(greylist.expire_interval);
+        tracing::info!(backend = ?greylist.backend, "greylisting on");
+        checks.greylist = Some(store);
     }
     Ok(checks)
 }

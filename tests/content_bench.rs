@@ -16,9 +16,9 @@
 //! Knobs (environment): MOAT_BENCH_OUT (the Markdown file written), MOAT_BENCH_RUNS (3),
 //! MOAT_BENCH_NDB (2000), MOAT_BENCH_HDB (5000).
 
-mod common;
 #[path = "support/content_clamd.rs"]
 mod clamd;
+mod common;
 #[path = "support/content_samples.rs"]
 mod samples;
 
@@ -67,7 +67,15 @@ impl Rng {
     }
 
     fn hex(&mut self, bytes: usize) -> String {
-        (0..bytes).map(|_| format!("{:02x}", self.below(256))).collect()
+        (0..bytes)
+            .map(|_| format!("{:02x}", self.below(256)))
+            .collect()
+    }
+
+    /// A fixed run of 6 to 16 random bytes, in hex.
+    fn run(&mut self) -> String {
+        let len = 6 + self.below(11) as usize;
+        self.hex(len)
     }
 }
 
@@ -79,10 +87,10 @@ fn write_bench_signatures(dir: &Path, ndb: usize, hdb: usize) {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut bodies = String::new();
     for n in 0..ndb {
-        let mut pattern = rng.hex(6 + rng.below(11) as usize);
+        let mut pattern = rng.run();
         for _ in 0..rng.below(3) {
             pattern.push_str(["??", "{2-8}", "*"][rng.below(3) as usize]);
-            pattern.push_str(&rng.hex(6 + rng.below(11) as usize));
+            pattern.push_str(&rng.run());
         }
         writeln!(bodies, "Moat.Bench.Body{n}:0:*:{pattern}").expect("write to a String");
     }
@@ -107,12 +115,20 @@ fn corpus() -> Vec<Vec<u8>> {
         messages.push(message_with(
             &format!("invoice {n}"),
             "Attached.",
-            &[Part { name: "invoice.zip", content_type: "application/zip", data: &archive }],
+            &[Part {
+                name: "invoice.zip",
+                content_type: "application/zip",
+                data: &archive,
+            }],
         ));
         messages.push(message_with(
             &format!("test {n}"),
             "Attached.",
-            &[Part { name: "eicar.com", content_type: "application/octet-stream", data: EICAR }],
+            &[Part {
+                name: "eicar.com",
+                content_type: "application/octet-stream",
+                data: EICAR,
+            }],
         ));
         messages.push(text_message(&format!("custom {n}"), CUSTOM_MALWARE));
     }

@@ -4,9 +4,9 @@
 //! its stream size limit, each leaving the message unscanned under the configured failure
 //! mode rather than clean.
 
-mod common;
 #[path = "support/content_clamd.rs"]
 mod clamd;
+mod common;
 #[path = "support/content_samples.rs"]
 mod samples;
 
@@ -90,12 +90,17 @@ async fn eicar_attachment_is_caught_by_both_layers_with_the_same_signatures() {
     // clamd names the first signature that matched; the built-in scanner names them all.
     let both = set(&[EICAR_HASH_NAME, EICAR_BODY_NAME]);
     let clamd_found = names(&report, Layer::Clamd);
-    assert!(clamd_found.len() == 1 && clamd_found.is_subset(&both), "{clamd_found:?}");
+    assert!(
+        clamd_found.len() == 1 && clamd_found.is_subset(&both),
+        "{clamd_found:?}"
+    );
     assert_eq!(names(&report, Layer::Builtin), both);
-    assert!(report
-        .viruses
-        .iter()
-        .any(|hit| hit.layer == Layer::Builtin && hit.part == "eicar.com"));
+    assert!(
+        report
+            .viruses
+            .iter()
+            .any(|hit| hit.layer == Layer::Builtin && hit.part == "eicar.com")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,7 +110,11 @@ async fn eicar_hash_signature_alone_is_caught_by_both_layers() {
 
     let report = scanner.scan(&eicar_attachment()).await;
 
-    assert_eq!(names(&report, Layer::Clamd), set(&[EICAR_HASH_NAME]), "{report:#?}");
+    assert_eq!(
+        names(&report, Layer::Clamd),
+        set(&[EICAR_HASH_NAME]),
+        "{report:#?}"
+    );
     assert_eq!(names(&report, Layer::Builtin), set(&[EICAR_HASH_NAME]));
 }
 
@@ -116,7 +125,11 @@ async fn eicar_body_signature_alone_is_caught_by_both_layers() {
 
     let report = scanner.scan(&eicar_attachment()).await;
 
-    assert_eq!(names(&report, Layer::Clamd), set(&[EICAR_BODY_NAME]), "{report:#?}");
+    assert_eq!(
+        names(&report, Layer::Clamd),
+        set(&[EICAR_BODY_NAME]),
+        "{report:#?}"
+    );
     assert_eq!(names(&report, Layer::Builtin), set(&[EICAR_BODY_NAME]));
 }
 
@@ -157,12 +170,17 @@ async fn eicar_in_zip_in_multipart_is_caught_by_both_layers_over_the_unix_socket
     assert_eq!(report.clamd, ClamdOutcome::Virus, "{report:#?}");
     let both = set(&[EICAR_HASH_NAME, EICAR_BODY_NAME]);
     let clamd_found = names(&report, Layer::Clamd);
-    assert!(clamd_found.len() == 1 && clamd_found.is_subset(&both), "{clamd_found:?}");
+    assert!(
+        clamd_found.len() == 1 && clamd_found.is_subset(&both),
+        "{clamd_found:?}"
+    );
     assert_eq!(names(&report, Layer::Builtin), both);
-    assert!(report
-        .viruses
-        .iter()
-        .any(|hit| hit.layer == Layer::Builtin && hit.part == "files.zip/docs/eicar.com"));
+    assert!(
+        report
+            .viruses
+            .iter()
+            .any(|hit| hit.layer == Layer::Builtin && hit.part == "files.zip/docs/eicar.com")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -181,7 +199,11 @@ async fn clean_message_is_clean_for_both_layers() {
 async fn stopped_clamd_is_unavailable_and_the_failure_mode_applies() {
     let mut clamd = start_clamd(write_signatures, "");
     let tempfail = scanner(&clamd, tcp(&clamd), FailureMode::TempFail);
-    let accept = scanner(&clamd, ClamdAddress::Unix(clamd.socket.clone()), FailureMode::Accept);
+    let accept = scanner(
+        &clamd,
+        ClamdAddress::Unix(clamd.socket.clone()),
+        FailureMode::Accept,
+    );
     let message = text_message("hello", "Just words.");
     assert_eq!(tempfail.scan(&message).await.clamd, ClamdOutcome::Clean);
 
@@ -197,7 +219,10 @@ async fn stopped_clamd_is_unavailable_and_the_failure_mode_applies() {
     assert!(report.viruses.is_empty());
 
     let report = accept.scan(&message).await;
-    assert!(matches!(report.clamd, ClamdOutcome::Unavailable(_)), "{report:#?}");
+    assert!(
+        matches!(report.clamd, ClamdOutcome::Unavailable(_)),
+        "{report:#?}"
+    );
     assert_eq!(report.failure.expect("a failure").mode, FailureMode::Accept);
 }
 
@@ -226,7 +251,10 @@ async fn frozen_clamd_times_out_as_unavailable_and_recovers() {
         "{report:#?}"
     );
     assert!(waited < Duration::from_secs(5), "waited {waited:?}");
-    assert_eq!(report.failure.expect("a failure").mode, FailureMode::TempFail);
+    assert_eq!(
+        report.failure.expect("a failure").mode,
+        FailureMode::TempFail
+    );
     assert_eq!(scanner.scan(&message).await.clamd, ClamdOutcome::Clean);
 }
 
@@ -237,7 +265,10 @@ async fn stream_size_limit_error_is_neither_clean_nor_a_virus() {
     // Over the limit in one INSTREAM chunk (clamd reads it, then answers ERROR), with EICAR
     // at the end, past what clamd would look at.
     let filler = "All work and no play makes Jack a dull boy.\r\n".repeat(100);
-    let small = text_message("big", &format!("{filler}{}", String::from_utf8_lossy(EICAR)));
+    let small = text_message(
+        "big",
+        &format!("{filler}{}", String::from_utf8_lossy(EICAR)),
+    );
     // Over the limit by many chunks: clamd closes the connection while it is being written.
     let large = text_message("bigger", &filler.repeat(200));
 
@@ -256,7 +287,10 @@ async fn stream_size_limit_error_is_neither_clean_nor_a_virus() {
     }
 
     // The built-in layer still sees what clamd refused to look at.
-    let message = text_message("big", &format!("{filler}{}", String::from_utf8_lossy(EICAR)));
+    let message = text_message(
+        "big",
+        &format!("{filler}{}", String::from_utf8_lossy(EICAR)),
+    );
     let report = scanner.scan(&message).await;
     assert!(names(&report, Layer::Builtin).contains(EICAR_BODY_NAME));
 }

@@ -49,7 +49,11 @@ encrypted_archives = true
 #[test]
 fn documented_example_validates_and_loads() {
     let dir = TempDir::new("content-config");
-    let rules = write_file(dir.path(), "site.rules", "LOCAL_PHRASE 2 body \"quarterly bonus\"\n");
+    let rules = write_file(
+        dir.path(),
+        "site.rules",
+        "LOCAL_PHRASE 2 body \"quarterly bonus\"\n",
+    );
     let signatures = dir.path().join("signatures");
     samples::write_signatures(&signatures);
     let text = EXAMPLE
@@ -73,7 +77,10 @@ fn documented_example_validates_and_loads() {
 
 #[test]
 fn empty_section_is_all_defaults() {
-    let settings = parse("[content]\n").expect("parses").validate().expect("validates");
+    let settings = parse("[content]\n")
+        .expect("parses")
+        .validate()
+        .expect("validates");
     assert!(settings.clamd.is_none());
     assert!(settings.signatures_dir.is_none());
     ContentScanner::load(settings).expect("the built-in rules load");
@@ -107,7 +114,11 @@ path of a Unix socket"
 #[test]
 fn malformed_rule_file_is_refused_with_its_line() {
     let dir = TempDir::new("content-config");
-    let rules = write_file(dir.path(), "bad.rules", "# fine\nOK 1 body \"fine words\"\nBAD 1 body\n");
+    let rules = write_file(
+        dir.path(),
+        "bad.rules",
+        "# fine\nOK 1 body \"fine words\"\nBAD 1 body\n",
+    );
     let settings = parse(&format!("[content]\nrules_file = {:?}\n", rules))
         .expect("parses")
         .validate()
@@ -115,7 +126,10 @@ fn malformed_rule_file_is_refused_with_its_line() {
     let Err(error) = ContentScanner::load(settings) else {
         panic!("a malformed rule file loaded");
     };
-    assert!(matches!(error, ContentError::Rule { line: 3, .. }), "{error}");
+    assert!(
+        matches!(error, ContentError::Rule { line: 3, .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("bad.rules line 3"), "{error}");
 }
 

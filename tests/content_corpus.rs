@@ -94,7 +94,10 @@ fn assert_ham_is_clean(label: &str, reports: &[(String, ContentReport)]) {
 {scripts} scripts",
         reports.len()
     );
-    assert!(scripts <= MAX_HAM_SCRIPTS, "{scripts} scripts attached to ham");
+    assert!(
+        scripts <= MAX_HAM_SCRIPTS,
+        "{scripts} scripts attached to ham"
+    );
 }
 
 #[test]
@@ -105,8 +108,14 @@ fn cpython_corpus_has_no_virus_policy_or_rule_false_positives() {
     assert_ham_is_clean("cpython", &reports);
 
     // The corpus does have attachments and nested messages, so the walk was exercised.
-    let attachments: usize = reports.iter().map(|(_, r)| r.analysis.attachments.len()).sum();
-    let nested: usize = reports.iter().map(|(_, r)| r.analysis.nested_messages).sum();
+    let attachments: usize = reports
+        .iter()
+        .map(|(_, r)| r.analysis.attachments.len())
+        .sum();
+    let nested: usize = reports
+        .iter()
+        .map(|(_, r)| r.analysis.nested_messages)
+        .sum();
     assert!(attachments >= 10, "only {attachments} attachments");
     assert!(nested >= 5, "only {nested} nested messages");
 }
@@ -154,7 +163,10 @@ fn spamassassin_ham_has_no_virus_policy_or_rule_false_positives() {
         .iter()
         .filter(|(_, r)| !r.analysis.url_domains.is_empty())
         .count();
-    assert!(with_urls > ham.len() / 2, "only {with_urls} ham messages with URLs");
+    assert!(
+        with_urls > ham.len() / 2,
+        "only {with_urls} ham messages with URLs"
+    );
 }
 
 #[test]
@@ -169,7 +181,11 @@ fn spamassassin_spam_scores_more_often_than_ham() {
         scored as f64 / group.len() as f64
     };
     let (spam, ham) = (share("-spam-"), share("-ham-"));
-    eprintln!("rule hits: {:.1}% of spam, {:.1}% of ham", spam * 100.0, ham * 100.0);
+    eprintln!(
+        "rule hits: {:.1}% of spam, {:.1}% of ham",
+        spam * 100.0,
+        ham * 100.0
+    );
     assert!(spam > 2.0 * ham, "spam {spam:.3}, ham {ham:.3}");
     for (name, report) in &reports {
         assert!(report.viruses.is_empty(), "{name}: {:?}", report.viruses);
@@ -181,7 +197,10 @@ async fn gtube_is_caught_in_text_and_in_base64() {
     let dir = TempDir::new("content-corpus");
     let scanner = scanner(&dir);
 
-    let plain = text_message("test", &format!("This is the GTUBE, the\r\n\r\n{GTUBE}\r\n"));
+    let plain = text_message(
+        "test",
+        &format!("This is the GTUBE, the\r\n\r\n{GTUBE}\r\n"),
+    );
     let report = scanner.scan(&plain).await;
     assert!(report.gtube);
     assert!(report.rule_hits.iter().any(|hit| hit.name == "GTUBE"));
@@ -217,8 +236,14 @@ async fn eicar_in_zip_in_multipart_is_caught() {
         .filter(|hit| hit.layer == Layer::Builtin)
         .map(|hit| (hit.name.as_str(), hit.part.as_str()))
         .collect();
-    assert!(found.contains(&(EICAR_HASH_NAME, "invoice.zip/eicar.com")), "{found:?}");
-    assert!(found.contains(&(EICAR_BODY_NAME, "invoice.zip/eicar.com")), "{found:?}");
+    assert!(
+        found.contains(&(EICAR_HASH_NAME, "invoice.zip/eicar.com")),
+        "{found:?}"
+    );
+    assert!(
+        found.contains(&(EICAR_BODY_NAME, "invoice.zip/eicar.com")),
+        "{found:?}"
+    );
     let listing = report.analysis.attachments[0]
         .archive
         .as_ref()
@@ -226,10 +251,12 @@ async fn eicar_in_zip_in_multipart_is_caught() {
     let names: Vec<&str> = listing.entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["invoice.txt", "eicar.com"]);
     // eicar.com is a dangerous name too.
-    assert!(report
-        .policy_hits
-        .iter()
-        .any(|hit| hit.rule == "dangerous_extension" && hit.part == "invoice.zip/eicar.com"));
+    assert!(
+        report
+            .policy_hits
+            .iter()
+            .any(|hit| hit.rule == "dangerous_extension" && hit.part == "invoice.zip/eicar.com")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,12 +272,36 @@ async fn attachments_are_recognised_by_content_not_by_name() {
         "holiday pictures",
         "Pictures attached.",
         &[
-            Part { name: "beach.jpg", content_type: "image/jpeg", data: &pe },
-            Part { name: "notes.txt", content_type: "text/plain", data: &elf },
-            Part { name: "report.bin", content_type: "application/octet-stream", data: &pdf },
-            Part { name: "photo.png", content_type: "image/png", data: &png },
-            Part { name: "data.dat", content_type: "application/octet-stream", data: &archive },
-            Part { name: "run.sh", content_type: "text/plain", data: b"#!/bin/sh\necho hi\n" },
+            Part {
+                name: "beach.jpg",
+                content_type: "image/jpeg",
+                data: &pe,
+            },
+            Part {
+                name: "notes.txt",
+                content_type: "text/plain",
+                data: &elf,
+            },
+            Part {
+                name: "report.bin",
+                content_type: "application/octet-stream",
+                data: &pdf,
+            },
+            Part {
+                name: "photo.png",
+                content_type: "image/png",
+                data: &png,
+            },
+            Part {
+                name: "data.dat",
+                content_type: "application/octet-stream",
+                data: &archive,
+            },
+            Part {
+                name: "run.sh",
+                content_type: "text/plain",
+                data: b"#!/bin/sh\necho hi\n",
+            },
         ],
     );
 
@@ -273,7 +324,10 @@ async fn attachments_are_recognised_by_content_not_by_name() {
             ("run.sh", FileType::Script),
         ]
     );
-    assert_eq!(report.analysis.attachments[0].declared_type.as_deref(), Some("image/jpeg"));
+    assert_eq!(
+        report.analysis.attachments[0].declared_type.as_deref(),
+        Some("image/jpeg")
+    );
     assert!(report.analysis.attachments[4].archive.is_some());
     let executables: Vec<&str> = report
         .policy_hits
@@ -282,10 +336,12 @@ async fn attachments_are_recognised_by_content_not_by_name() {
         .map(|hit| hit.part.as_str())
         .collect();
     assert_eq!(executables, ["beach.jpg", "notes.txt"]);
-    assert!(report
-        .policy_hits
-        .iter()
-        .any(|hit| hit.rule == "script" && hit.part == "run.sh"));
+    assert!(
+        report
+            .policy_hits
+            .iter()
+            .any(|hit| hit.rule == "script" && hit.part == "run.sh")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,9 +354,21 @@ async fn policy_refuses_double_extensions_macros_and_encrypted_archives() {
         "documents",
         "As discussed.",
         &[
-            Part { name: "invoice.pdf.exe", content_type: "application/pdf", data: b"%PDF-1.4" },
-            Part { name: "report.docm", content_type: "application/msword", data: &macro_document },
-            Part { name: "locked.zip", content_type: "application/zip", data: &locked },
+            Part {
+                name: "invoice.pdf.exe",
+                content_type: "application/pdf",
+                data: b"%PDF-1.4",
+            },
+            Part {
+                name: "report.docm",
+                content_type: "application/msword",
+                data: &macro_document,
+            },
+            Part {
+                name: "locked.zip",
+                content_type: "application/zip",
+                data: &locked,
+            },
         ],
     );
 
@@ -320,8 +388,14 @@ async fn policy_refuses_double_extensions_macros_and_encrypted_archives() {
             ("encrypted_archive", "locked.zip"),
         ]
     );
-    assert_eq!(report.analysis.attachments[1].detected_type, FileType::OfficeOpenXml);
-    let listing = report.analysis.attachments[2].archive.as_ref().expect("listed");
+    assert_eq!(
+        report.analysis.attachments[1].detected_type,
+        FileType::OfficeOpenXml
+    );
+    let listing = report.analysis.attachments[2]
+        .archive
+        .as_ref()
+        .expect("listed");
     assert!(listing.encrypted && listing.entries[0].encrypted);
     assert!(rules(&report.policy_hits).len() == 4);
 }

@@ -37,13 +37,12 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use auth::{
-    ArcCheck, ArcResult, AuthError, AuthReport, AuthSection, AuthSettings, DEFAULT_AUTH_DNS_TIMEOUT,
-    DEFAULT_AUTH_TIMEOUT, DkimCheck, DkimResult, DmarcAction, DmarcCheck, DmarcEnforcement,
-    DmarcPolicy, DmarcResult, SenderAuth, SpfCheck, SpfReport, SpfResult, caching_resolver,
+    ArcCheck, ArcResult, AuthError, AuthReport, AuthSection, AuthSettings,
+    DEFAULT_AUTH_DNS_TIMEOUT, DEFAULT_AUTH_TIMEOUT, DkimCheck, DkimResult, DmarcAction, DmarcCheck,
+    DmarcEnforcement, DmarcPolicy, DmarcResult, SenderAuth, SpfCheck, SpfReport, SpfResult,
+    caching_resolver,
 };
-pub use checks::{
-    Checks, DEFAULT_DNSBL_TIMEOUT, DnsblCheck, DnsblScore, DnsblSettings, DnsblSite, ResolverError,
-};
+pub use checks::{Checks, DEFAULT_DNSBL_TIMEOUT, DnsblCheck, DnsblScore, DnsblSettings, DnsblSite};
 pub use config::{
     DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_COMMAND_LINE, DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SESSIONS,
@@ -58,7 +57,7 @@ pub use session::framing::BareNewline;
 pub use tls::{TlsError, acceptor as tls_acceptor};
 pub use verdict::{
     Action, Contribution, DEFAULT_QUARANTINE_AT, DEFAULT_REJECT_AT, DEFAULT_SUBJECT_TAG,
-    DEFAULT_TAG_AT, Evidence, Thresholds, Verdict, VerdictPolicy, tag_subject,
+    DEFAULT_TAG_AT, Evidence, Reason, Thresholds, Verdict, VerdictPolicy, tag_subject,
 };
 
 /// What every session of one gateway shares.

@@ -136,6 +136,14 @@ pub enum Refusal {
     /// The greylist defers this recipient, or cannot decide and is set to fail temporarily;
     /// its reply (450 or 451 4.7.1, with when to retry) comes from the greylist's own table.
     Greylisted(moat_greylist::SmtpReply),
+    /// The verdict's score reached the reject threshold.
+    SpamRejected(String),
+    /// An anti-virus layer found a virus.
+    VirusFound(String),
+    /// The author domain's DMARC policy is reject and the message failed it.
+    DmarcRejected(String),
+    /// A content check that must run could not (clamd down); the client should retry.
+    ScanUnavailable(String),
     /// The spool could not store the message; the client should retry.
     QueueUnavailable,
     /// The server is shutting down.
@@ -178,6 +186,10 @@ impl Refusal {
             Refusal::DnsblListed { .. } => "dnsbl_listed",
             Refusal::Greylisted(reply) if reply.code == 450 => "greylisted",
             Refusal::Greylisted(_) => "greylist_unavailable",
+            Refusal::SpamRejected(_) => "spam_rejected",
+            Refusal::VirusFound(_) => "virus_found",
+            Refusal::DmarcRejected(_) => "dmarc_rejected",
+            Refusal::ScanUnavailable(_) => "scan_unavailable",
             Refusal::QueueUnavailable => "queue_unavailable",
             Refusal::ShuttingDown => "shutting_down",
         }
@@ -276,6 +288,26 @@ impl Refusal {
                 format!("Service unavailable; client [{client}] blocked using {zones}"),
             ),
             Refusal::Greylisted(reply) => Reply::new(reply.code, reply.status, reply.text.clone()),
+            Refusal::SpamRejected(score) => Reply::new(
+                554,
+                "5.7.1",
+                format!("Message rejected as spam (score {score})"),
+            ),
+            Refusal::VirusFound(name) => Reply::new(
+                554,
+                "5.7.1",
+                format!("Message rejected: virus found ({name})"),
+            ),
+            Refusal::DmarcRejected(domain) => Reply::new(
+                550,
+                "5.7.1",
+                format!("Message rejected by the DMARC policy of {domain}"),
+            ),
+            Refusal::ScanUnavailable(check) => Reply::new(
+                451,
+                "4.7.0",
+                format!("Temporary failure: {check} unavailable, try again later"),
+            ),
             Refusal::QueueUnavailable => Reply::new(
                 451,
                 "4.3.0",

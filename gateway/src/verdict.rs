@@ -40,8 +40,12 @@ pub struct Evidence {
     pub virus: Option<String>,
     /// A check that had to run but could not (clamd down), under a temporary-failure mode.
     pub unscanned: Option<String>,
-    /// A DMARC failure under `p=reject` that the configuration turns into a refusal.
+    /// The author domain of a DMARC failure under `p=reject` that the configuration turns
+    /// into a refusal.
     pub dmarc_reject: Option<String>,
+    /// A finding that holds the message whatever the score (DMARC failure under
+    /// `p=quarantine`).
+    pub quarantine: Option<String>,
 }
 
 /// What happens to the message.
@@ -107,6 +111,30 @@ pub struct VerdictPolicy {
     pub subject_tag: String,
 }
 
+/// The hard rule that decided, when one did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// A virus, by name.
+    Virus(String),
+    /// A check that could not run under a temporary-failure mode.
+    Unscanned(String),
+    /// A DMARC failure under `p=reject` of this author domain.
+    DmarcReject(String),
+    /// A finding that holds the message whatever the score.
+    Held(String),
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Reason::Virus(name) => write!(f, "virus {name}"),
+            Reason::Unscanned(check) => write!(f, "unscanned: {check}"),
+            Reason::DmarcReject(domain) => write!(f, "DMARC p=reject of {domain}"),
+            Reason::Held(why) => f.write_str(why),
+        }
+    }
+}
+
 /// The verdict on one message.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verdict {
@@ -117,7 +145,7 @@ pub struct Verdict {
     /// The thresholds that applied.
     pub thresholds: Thresholds,
     /// Why, when a hard rule decided.
-    pub reason: Option<String>,
+    pub reason: Option<Reason>,
     /// The contributions, for headers and the log line.
     pub contributions: Vec<Contribution>,
 }
@@ -130,12 +158,16 @@ impl VerdictPolicy {
     /// stricter domains still get the spam headers.
     pub fn judge(&self, evidence: &Evidence, recipients: &[String]) -> Verdict {
         let thresholds = self.thresholds_for(recipients);
-        let score: f32 = evidence.contributions.iter().map(|c| c.score).sum();
-        let verdict = |action, reason: Option<&String>| Verdict {
+        // A fold from +0.0, not `sum()`, which starts from -0.0 and would print "-0.0".
+        let score = evidence
+            .contributions
+            .iter()
+            .fold(0.0, |total, c| total + c.score);
+        let verdict = |action, reason: Option<Reason>| Verdict {
             action,
             score,
             thresholds: thresholds.clone(),
-            reason: reason.cloned(),
+            reason,
             contributions: evidence.contributions.clone(),
         };
 
@@ -145,13 +177,18 @@ impl VerdictPolicy {
             } else {
                 Action::Quarantine
             };
-            return verdict(action, Some(&format!("virus {virus}")));
+            return verdict(action, Some(Reason::Virus(virus.clone())));
         }
         if let Some(check) = &evidence.unscanned {
-            return verdict(Action::Defer, Some(check));
+            return verdict(Action::Defer, Some(Reason::Unscanned(check.clone())));
         }
-        if let Some(reason) = &evidence.dmarc_reject {
-            return verdict(Action::Reject, Some(reason));
+        if let Some(domain) = &evidence.dmarc_reject {
+            return verdict(Action::Reject, Some(Reason::DmarcReject(domain.clone())));
+        }
+        if let Some(why) = &evidence.quarantine
+            && score < thresholds.reject_at
+        {
+            return verdict(Action::Quarantine, Some(Reason::Held(why.clone())));
         }
 
         let action = if score >= thresholds.reject_at {
@@ -217,7 +254,7 @@ impl fmt::Display for Verdict {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} score={:.1}", self.action.name(), self.score)?;
         if let Some(reason) = &self.reason {
-            write!(f, " reason={reason:?}")?;
+            write!(f, " reason=\"{reason}\"")?;
         }
         for contribution in &self.contributions {
             write!(f, " {}={:.1}", contribution.check, contribution.score)?;

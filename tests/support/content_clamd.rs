@@ -85,7 +85,12 @@ SelfCheck 0\n\
             .stdout(output.try_clone().expect("clone a file handle"))
             .stderr(output)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e} (scripts/setup installs clamav-daemon)", program.display()));
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot run {}: {e} (scripts/setup installs clamav-daemon)",
+                    program.display()
+                )
+            });
 
         let mut clamd = Clamd {
             tcp: SocketAddr::from(([127, 0, 0, 1], port)),
@@ -105,7 +110,10 @@ SelfCheck 0\n\
             if self.ping_tcp() && self.ping_socket() {
                 return;
             }
-            let exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
             if let Some(status) = exited {
                 self.child = None;
                 panic!("clamd exited with {status}; its output:\n{}", self.output());
@@ -175,7 +183,9 @@ SelfCheck 0\n\
     pub fn output(&self) -> String {
         let mut text = String::new();
         for file in [self.log.clone(), self.dir.path().join("clamd.out")] {
-            text.push_str(&String::from_utf8_lossy(&fs::read(&file).unwrap_or_default()));
+            text.push_str(&String::from_utf8_lossy(
+                &fs::read(&file).unwrap_or_default(),
+            ));
         }
         text
     }

@@ -65,7 +65,11 @@ pub(crate) fn classify(raw: &[u8]) -> Kind<'_> {
 pub(crate) fn numbered_lines(data: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
     let body = data.strip_suffix(b"\n").unwrap_or(data);
     let lines = (!data.is_empty()).then(|| body.split(|&b| b == b'\n'));
-    lines.into_iter().flatten().zip(1u32..).map(|(line, n)| (n, line))
+    lines
+        .into_iter()
+        .flatten()
+        .zip(1u32..)
+        .map(|(line, n)| (n, line))
 }
 
 #[cfg(test)]

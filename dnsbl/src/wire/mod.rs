@@ -56,7 +56,9 @@ mod tests {
     /// Zone `bl.test` from a dataset of the cases table (tests/support/dnsbl_zones).
     fn zones(file: &str) -> Zones {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/support/dnsbl_zones");
-        let mut settings = DnsblConfig::default().validate(Path::new("")).expect("defaults");
+        let mut settings = DnsblConfig::default()
+            .validate(Path::new(""))
+            .expect("defaults");
         settings.zones = vec![ZoneSpec {
             name: Name::parse(b"bl.test").expect("a name"),
             datasets: vec![DatasetSpec::parse(&format!("ip4set:{file}"), &dir).expect("a spec")],
@@ -77,7 +79,13 @@ mod tests {
     fn answer(zones: &Zones, raw: &[u8], transport: Transport) -> (Vec<u8>, Option<Outcome>) {
         let mut answers = Answers::default();
         let mut out = Vec::new();
-        let outcome = respond(raw, &zones.catalog().load(), transport, &mut answers, &mut out);
+        let outcome = respond(
+            raw,
+            &zones.catalog().load(),
+            transport,
+            &mut answers,
+            &mut out,
+        );
         (out, outcome)
     }
 
@@ -93,7 +101,10 @@ mod tests {
         assert_eq!(reply[2] & 0x85, 0x85, "QR, AA and RD");
         assert_eq!(counts(&reply), [1, 1, 1, 0]);
         let question_end = 12 + "4.3.2.1.bl.test".len() + 2 + 4;
-        assert_eq!(&reply[question_end + 12..question_end + 16], &[127, 0, 0, 2]);
+        assert_eq!(
+            &reply[question_end + 12..question_end + 16],
+            &[127, 0, 0, 2]
+        );
     }
 
     #[test]
@@ -122,7 +133,10 @@ mod tests {
         let zones = zones("d30.txt");
         let raw = query("1.0.0.10.bl.test", 16, 1);
         let (udp, _) = answer(&zones, &raw, Transport::Udp);
-        assert!(udp.len() <= 512 && udp[2] & 0x02 != 0, "TC within 512 bytes");
+        assert!(
+            udp.len() <= 512 && udp[2] & 0x02 != 0,
+            "TC within 512 bytes"
+        );
         let (tcp, _) = answer(&zones, &raw, Transport::Tcp);
         assert_eq!((tcp[2] & 0x02, counts(&tcp)[1]), (0, 60));
     }

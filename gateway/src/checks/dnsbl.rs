@@ -8,14 +8,12 @@
 //! answer in time gives no verdict either.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hickory_resolver::TokioResolver;
-use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig, ResolverOpts};
-use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::{RData, RecordType};
 use moat_dnsbl::Zones;
 
@@ -50,8 +48,6 @@ pub struct DnsblSettings {
     pub allowlist_threshold: i32,
     /// Time each lookup may take.
     pub timeout: Duration,
-    /// The caching resolver for remote lists; `None` uses /etc/resolv.conf.
-    pub resolver: Option<SocketAddr>,
 }
 
 /// What the lists say about one client.
@@ -89,47 +85,17 @@ pub struct DnsblCheck {
     lookups: AtomicU64,
 }
 
-/// Why the resolver for remote lists could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("DNS resolver for remote DNSBLs: {0}")]
-pub struct ResolverError(String);
-
 impl DnsblCheck {
-    /// Sets up the check; `zones` are the locally served zones, looked up in-process.
-    ///
-    /// # Errors
-    /// Fails when no resolver is configured and /etc/resolv.conf cannot be read.
-    pub fn new(settings: DnsblSettings, zones: Option<Zones>) -> Result<DnsblCheck, ResolverError> {
-        let mut options = ResolverOpts::default();
-        options.timeout = settings.timeout;
-        options.attempts = 1;
-        // Blocklist names must never get the search domain appended.
-        options.ndots = 0;
-        let builder = match settings.resolver {
-            Some(addr) => {
-                let mut udp = ConnectionConfig::udp();
-                udp.port = addr.port();
-                let mut tcp = ConnectionConfig::tcp();
-                tcp.port = addr.port();
-                let server = NameServerConfig::new(addr.ip(), true, vec![udp, tcp]);
-                TokioResolver::builder_with_config(
-                    ResolverConfig::from_name_servers(vec![server]),
-                    TokioRuntimeProvider::default(),
-                )
-            }
-            None => TokioResolver::builder_tokio().map_err(|e| ResolverError(e.to_string()))?,
-        };
-        let resolver = builder
-            .with_options(options)
-            .build()
-            .map_err(|e| ResolverError(e.to_string()))?;
-        Ok(DnsblCheck {
+    /// Sets up the check; `zones` are the locally served zones, looked up in-process, and
+    /// `resolver` the caching resolver shared with the other checks, for remote lists.
+    pub fn new(settings: DnsblSettings, zones: Option<Zones>, resolver: TokioResolver) -> Self {
+        DnsblCheck {
             settings,
             zones,
             resolver,
             refusals: Mutex::new(HashMap::new()),
             lookups: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Looks the client up in every list at once and sums the weights.

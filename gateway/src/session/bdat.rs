@@ -135,7 +135,7 @@ impl Session {
             self.log_transaction(&transaction, Some(queue_id), size, refusal.name());
             return self.refuse(inbound, refusal);
         }
-        self.enqueue(inbound, transaction, queue_id, message, size)
+        self.enqueue(inbound, transaction, queue_id, message, header_length)
             .await
     }
 

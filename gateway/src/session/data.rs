@@ -32,6 +32,7 @@ impl Session {
         inbound.reply(&Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         let queue_id = QueueId::generate();
         let mut message = self.trace_header(&transaction, queue_id);
+        let header_length = message.len();
         let config = &self.shared.smtp;
         let mut framer = DataFramer::new(
             config.bare_newline,
@@ -67,7 +68,7 @@ impl Session {
             self.log_transaction(&transaction, Some(queue_id), size, refusal.name());
             return self.refuse(inbound, refusal);
         }
-        self.enqueue(inbound, transaction, queue_id, message, size)
+        self.enqueue(inbound, transaction, queue_id, message, header_length)
             .await
     }
 }

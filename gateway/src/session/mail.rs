@@ -11,7 +11,7 @@ use crate::reply::{Refusal, Reply};
 
 impl Session {
     /// Answers MAIL FROM.
-    pub(super) fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Result<Reply, Refusal> {
+    pub(super) async fn mail(&mut self, from: MailFrom<Cow<'_, str>>) -> Result<Reply, Refusal> {
         if self.helo.is_none() {
             return Err(Refusal::BadSequence("send HELO or EHLO first"));
         }
@@ -42,12 +42,24 @@ impl Session {
         } else {
             BodyType::SevenBit
         };
+        // SPF is judged now (RFC 7208 section 2.4), while the client waits for one reply; its
+        // result only scores, at the end of DATA.
+        let spf = match (&self.shared.checks.auth, &self.helo) {
+            (Some(auth), Some(helo)) => Some(
+                auth.check_spf(self.client.ip(), &helo.name, &from.address)
+                    .await,
+            ),
+            _ => None,
+        };
+
         self.transaction = Some(Transaction {
             reverse_path: from.address.into_owned(),
             smtputf8,
             body,
             recipients: Vec::new(),
             added_headers: Vec::new(),
+            spf,
+            verdict: None,
             started: Instant::now(),
             chunks: None,
         });

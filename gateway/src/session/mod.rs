@@ -9,6 +9,7 @@ mod data;
 pub mod framing;
 mod hello;
 pub mod inbound;
+mod judge;
 mod mail;
 mod rcpt;
 
@@ -16,14 +17,16 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use moat_delivery::{BodyType, Envelope, QueueId};
+use moat_delivery::{BodyType, Envelope, HeldVerdict, QueueId};
 use smtp_proto::Request;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Shared;
+use crate::auth::SpfReport;
 use crate::checks::DnsblScore;
 use crate::received::{TlsInfo, Trace};
 use crate::reply::{Refusal, Reply};
+use crate::verdict::{Action, Verdict};
 use inbound::{Inbound, ReadError};
 
 /// What the connection should do after the session returns.
@@ -53,6 +56,10 @@ pub(crate) struct Transaction {
     recipients: Vec<String>,
     /// Header fields the checks asked for (X-Greylist), added below the Received header.
     added_headers: Vec<String>,
+    /// SPF's answer for the reverse-path, from MAIL FROM, for DMARC at the end of DATA.
+    spf: Option<SpfReport>,
+    /// The verdict, once the message is judged; its score and checks go into the log line.
+    verdict: Option<Verdict>,
     started: Instant,
     /// The message being assembled from BDAT chunks, once the first chunk has arrived.
     chunks: Option<bdat::Chunks>,
@@ -184,7 +191,7 @@ impl Session {
             Err(error) => Err(parse_refusal(error)),
             Ok(Request::Ehlo { host }) => Ok(self.hello(&host, true)),
             Ok(Request::Helo { host }) => Ok(self.hello(&host, false)),
-            Ok(Request::Mail { from }) => self.mail(from),
+            Ok(Request::Mail { from }) => self.mail(from).await,
             Ok(Request::Rcpt { to }) => self.rcpt(to, line).await,
             Ok(Request::Data) => return self.data(inbound).await,
             Ok(Request::Bdat {
@@ -310,15 +317,28 @@ impl Session {
         header.into_bytes()
     }
 
-    /// Spools a complete message and answers 250 with its queue id, or 451 if it cannot.
+    /// Judges a complete message, then spools it (or holds it in the quarantine) and answers
+    /// 250 with its queue id, or refuses it as the verdict says; 451 if it cannot be kept.
+    ///
+    /// `header_length` is the length of the trace header at the start of `message`.
     async fn enqueue<S: AsyncRead + AsyncWrite + Unpin>(
         &mut self,
         inbound: &mut Inbound<S>,
-        transaction: Transaction,
+        mut transaction: Transaction,
         queue_id: QueueId,
         message: Vec<u8>,
-        size: usize,
+        header_length: usize,
     ) -> Next {
+        let size = message.len() - header_length;
+        let (verdict, message) = self.judge(&transaction, message, header_length).await;
+        let action = verdict.action.clone();
+        let refusal = judge::refusal(&verdict);
+        transaction.verdict = Some(verdict);
+        if let Some(refusal) = refusal {
+            self.log_transaction(&transaction, Some(queue_id), size, refusal.name());
+            return self.refuse(inbound, refusal);
+        }
+
         let envelope = Envelope {
             reverse_path: transaction.reverse_path.clone(),
             recipients: transaction.recipients.clone(),
@@ -332,9 +352,46 @@ impl Session {
                 .unwrap_or_default(),
             received_at: unix_now(),
         };
-        match self.shared.queue.accept(queue_id, envelope, message).await {
+        let kept = match (&action, &self.shared.checks.quarantine) {
+            (Action::Quarantine, Some(quarantine)) => {
+                let held = HeldVerdict {
+                    score: transaction.verdict.as_ref().map_or(0.0, |v| v.score),
+                    checks: transaction.verdict.as_ref().map_or_else(Vec::new, |v| {
+                        let mut checks: Vec<String> =
+                            v.reason.iter().map(ToString::to_string).collect();
+                        checks.extend(
+                            v.contributions
+                                .iter()
+                                .map(|c| format!("{}={:.1}", c.check, c.score)),
+                        );
+                        checks
+                    }),
+                    held_at: unix_now(),
+                };
+                let quarantine = quarantine.clone();
+                tokio::task::spawn_blocking(move || {
+                    quarantine.hold(queue_id, &envelope, &message, &held)
+                })
+                .await
+                .unwrap_or_else(|join| {
+                    Err(moat_delivery::SpoolError::Io {
+                        action: "hold",
+                        path: queue_id.to_string().into(),
+                        source: std::io::Error::other(join.to_string()),
+                    })
+                })
+            }
+            _ => self.shared.queue.accept(queue_id, envelope, message).await,
+        };
+
+        match kept {
             Ok(()) => {
-                self.log_transaction(&transaction, Some(queue_id), size, "accepted");
+                let outcome = match action {
+                    Action::Quarantine if self.shared.checks.quarantine.is_some() => "quarantined",
+                    Action::Tag => "tagged",
+                    _ => "accepted",
+                };
+                self.log_transaction(&transaction, Some(queue_id), size, outcome);
                 let reply = Reply::new(250, "2.0.0", format!("Ok: queued as {queue_id}"));
                 inbound.reply(&reply);
                 Next::Continue
@@ -368,6 +425,10 @@ impl Session {
                 _ => "-".to_string(),
             },
             verdict,
+            score = transaction.verdict.as_ref().map(|v| format!("{:.1}", v.score)).unwrap_or_default(),
+            checks = %transaction.verdict.as_ref().map(|v| {
+                v.contributions.iter().map(|c| format!("{}={:.1}", c.check, c.score)).collect::<Vec<_>>().join(",")
+            }).unwrap_or_default(),
             ms = transaction.started.elapsed().as_millis() as u64,
             "smtp transaction"
         );
