@@ -9,12 +9,12 @@ use std::path::PathBuf;
 #[non_exhaustive]
 pub enum Error {
     /// A dataset file could not be read.
-    #[error("reading dataset file {path}: {source}")]
+    #[error("reading dataset file {path}: {error}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// What the system said.
-        source: std::io::Error,
+        /// What the system said (in the message, not as a source, so a chain prints it once).
+        error: std::io::Error,
     },
     /// In strict mode, a line that rbldnsd would skip with a warning.
     #[error("dataset file {path} line {line}: {message} (strict mode refuses the dataset)")]
@@ -45,13 +45,13 @@ pub enum Error {
         expected: &'static str,
     },
     /// A listening socket could not be set up.
-    #[error("listening on {addr} ({protocol}): {source}")]
+    #[error("listening on {addr} ({protocol}): {error}")]
     Bind {
         /// The address.
         addr: SocketAddr,
         /// `udp` or `tcp`.
         protocol: &'static str,
-        /// What the system said.
-        source: std::io::Error,
+        /// What the system said (in the message, not as a source, so a chain prints it once).
+        error: std::io::Error,
     },
 }

@@ -156,11 +156,11 @@ fn bind_pair(
         let tcp = match TcpListener::bind(addr) {
             Ok(tcp) => tcp,
             // On port 0, the port the kernel gave for UDP may be taken for TCP: try another.
-            Err(source) => {
+            Err(error) => {
                 last_error = Some(Error::Bind {
                     addr,
                     protocol: "tcp",
-                    source,
+                    error,
                 });
                 continue;
             }
@@ -178,7 +178,7 @@ fn bind_pair(
     Err(last_error.unwrap_or_else(|| Error::Bind {
         addr: requested,
         protocol: "tcp",
-        source: std::io::Error::other("no port free for both UDP and TCP"),
+        error: std::io::Error::other("no port free for both UDP and TCP"),
     }))
 }
 
