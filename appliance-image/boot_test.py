@@ -467,8 +467,33 @@ def root_grown(agent, image):
     return f"root file system is {size // 2**20} MiB on a disk 1 GiB larger than the image"
 
 
+# What the guest says about itself when a check failed, kept beside the serial log.
+DIAGNOSTICS = [
+    "systemctl --failed --no-pager",
+    "journalctl -b --no-pager -o short-monotonic -n 400 -u moat-gateway -u moat-roles "
+    "-u dovecot -u clamav-daemon -u nginx -u php8.2-fpm -u moat-firstboot",
+    "ss -ltnup",
+    "cat /run/moat/gateway.toml",
+]
+
+
+def diagnose(vm):
+    path = os.path.join(vm.workdir, "diagnostics.txt")
+    with open(path, "w") as report:
+        try:
+            if vm.agent.sock is None:
+                vm.agent.connect(time.monotonic() + 60)
+            for command in DIAGNOSTICS:
+                code, out, err = vm.agent.shell(command)
+                report.write(f"$ {command}  (exit {code})\n{out}{err}\n")
+        except Exception as error:  # Diagnostics are best effort; the checks decide.
+            report.write(f"guest agent unavailable: {error}\n")
+    print(f"     diagnostics: {path}; serial log: {vm.serial_log}", flush=True)
+
+
 def boot_and_check(firmware, image, checks, timings):
     vm = Vm(firmware, image, os.path.join(OUT, "boot-test", firmware))
+    failed_before = checks.failed
     try:
         prefix = f"{firmware}:"
         booted = checks.run(f"{prefix} boots to the SMTP banner", lambda: "%.0f s: %s" % (
@@ -505,6 +530,8 @@ def boot_and_check(firmware, image, checks, timings):
 
         checks.run(f"{prefix} no unit failed", no_failed_units)
     finally:
+        if checks.failed > failed_before and vm.alive():
+            diagnose(vm)
         vm.close()
 
 

@@ -104,19 +104,19 @@ pub(crate) fn load(
     let mut fold = Fold::new(kind, label, options);
 
     for (index, path) in files.iter().enumerate() {
-        let read = |source| Error::Read {
+        let read = |error| Error::Read {
             path: path.clone(),
-            source,
+            error,
         };
         let before = FileStamp::of(path).map_err(read)?;
         let data = std::fs::read(path).map_err(read)?;
         let after = FileStamp::of(path).map_err(read)?;
         if before != after {
             // rbldnsd's rule: data must be renamed into place, never written over.
-            let source = std::io::Error::other(
+            let error = std::io::Error::other(
                 "file changed while being read; write a temporary file and rename it",
             );
-            return Err(read(source));
+            return Err(read(error));
         }
         stamps.push((path.clone(), before));
         fold.file(Arc::from(path.as_path()), index, &data);

@@ -56,20 +56,20 @@ impl DnsServer {
 
         for &requested in &settings.listen {
             let (udp, tcp) = bind_pair(requested, sockets)?;
-            let addr = tcp.local_addr().map_err(|source| Error::Bind {
+            let addr = tcp.local_addr().map_err(|error| Error::Bind {
                 addr: requested,
                 protocol: "tcp",
-                source,
+                error,
             })?;
-            tcp.set_nonblocking(true).map_err(|source| Error::Bind {
+            tcp.set_nonblocking(true).map_err(|error| Error::Bind {
                 addr,
                 protocol: "tcp",
-                source,
+                error,
             })?;
-            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|source| Error::Bind {
+            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|error| Error::Bind {
                 addr,
                 protocol: "tcp",
-                source,
+                error,
             })?;
             hickory.register_listener(tcp, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
 
@@ -80,24 +80,24 @@ impl DnsServer {
                         let thread = std::thread::Builder::new()
                             .name(format!("dnsbl-udp-{}", threads.len()))
                             .spawn(move || udp::serve(socket, zones, stop))
-                            .map_err(|source| Error::Bind {
+                            .map_err(|error| Error::Bind {
                                 addr,
                                 protocol: "udp",
-                                source,
+                                error,
                             })?;
                         threads.push(thread);
                     }
                     UdpEngine::Hickory => {
-                        socket.set_nonblocking(true).map_err(|source| Error::Bind {
+                        socket.set_nonblocking(true).map_err(|error| Error::Bind {
                             addr,
                             protocol: "udp",
-                            source,
+                            error,
                         })?;
-                        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|source| {
+                        let socket = tokio::net::UdpSocket::from_std(socket).map_err(|error| {
                             Error::Bind {
                                 addr,
                                 protocol: "udp",
-                                source,
+                                error,
                             }
                         })?;
                         hickory.register_socket(socket);
@@ -143,15 +143,15 @@ fn bind_pair(
     };
     let mut last_error = None;
     for _ in 0..attempts {
-        let first = udp_socket(requested).map_err(|source| Error::Bind {
+        let first = udp_socket(requested).map_err(|error| Error::Bind {
             addr: requested,
             protocol: "udp",
-            source,
+            error,
         })?;
-        let addr = first.local_addr().map_err(|source| Error::Bind {
+        let addr = first.local_addr().map_err(|error| Error::Bind {
             addr: requested,
             protocol: "udp",
-            source,
+            error,
         })?;
         let tcp = match TcpListener::bind(addr) {
             Ok(tcp) => tcp,
@@ -167,10 +167,10 @@ fn bind_pair(
         };
         let mut udp = vec![first];
         for _ in 1..sockets {
-            udp.push(udp_socket(addr).map_err(|source| Error::Bind {
+            udp.push(udp_socket(addr).map_err(|error| Error::Bind {
                 addr,
                 protocol: "udp",
-                source,
+                error,
             })?);
         }
         return Ok((udp, tcp));
