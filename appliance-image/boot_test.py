@@ -116,6 +116,7 @@ class GuestAgent:
                 return
             except (OSError, TimeoutError, ValueError):
                 self.sock.close()
+                self.sock = None
                 self.buffer = b""
                 if time.monotonic() > deadline:
                     raise

@@ -55,6 +55,14 @@ cleanup() {
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
+    # A server busy reloading may take a moment; none is left behind.
+    for pid in "${pids[@]}"; do
+        for _ in $(seq 1 30); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
     wait 2>/dev/null || true
     if [ "$KEEP" = 1 ]; then echo "bench: kept $work"; else rm -rf "$work"; fi
 }

@@ -107,6 +107,8 @@ pub struct FileConfig {
     /// How check scores become actions.
     #[serde(default)]
     pub verdict: VerdictSection,
+    /// Content rules and both anti-virus layers; on when the section is present.
+    pub content: Option<moat_gateway::content::ContentSection>,
 }
 
 /// `[verdict]`: thresholds of the score, and `[[verdict.domain]]` overrides.
@@ -241,6 +243,8 @@ pub struct Settings {
     pub auth: Option<moat_gateway::AuthSettings>,
     /// The verdict policy.
     pub verdict: VerdictPolicy,
+    /// Content checks, when `[content]` is present.
+    pub content: Option<moat_gateway::content::ContentSettings>,
 }
 
 impl FileConfig {
@@ -331,6 +335,14 @@ impl FileConfig {
             None => None,
         };
         let verdict = verdict_policy(self.verdict)?;
+        let content = match self.content {
+            Some(section) => Some(section.validate().map_err(|error| ConfigError::Value {
+                key: "content".into(),
+                value: String::new(),
+                expected: error.to_string(),
+            })?),
+            None => None,
+        };
         let dnsbl_server = match &self.dnsbl {
             Some(section) => {
                 Some(
@@ -350,6 +362,7 @@ impl FileConfig {
             None => None,
         };
         Ok(Settings {
+            content,
             dns_resolver,
             auth,
             verdict,

@@ -29,6 +29,10 @@ pub(crate) mod exit {
     pub const SOFTWARE: u8 = 70;
 }
 
+/// The log filter when RUST_LOG is not set: Moat's info lines, and only warnings from
+/// hickory-server, which logs every TCP query at info.
+const DEFAULT_LOG_FILTER: &str = "info,hickory_server=warn";
+
 /// Moat: an inbound mail gateway.
 #[derive(Debug, Parser)]
 #[command(name = "moat", version, about)]
@@ -90,7 +94,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))

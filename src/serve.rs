@@ -9,6 +9,7 @@ use anyhow::Context;
 use moat_delivery::Quarantine;
 use moat_delivery::Queue;
 use moat_dnsbl::{DnsServer, Zones};
+use moat_gateway::content::{ContentScanner, ContentSettings};
 use moat_gateway::{
     AuthSettings, Checks, DEFAULT_AUTH_DNS_TIMEOUT, DnsblCheck, DnsblSettings, Gateway, SenderAuth,
     VerdictPolicy, caching_resolver,
@@ -67,6 +68,7 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             auth: settings.auth,
             dns_resolver: settings.dns_resolver,
             verdict: settings.verdict,
+            content: settings.content,
             data_dir: settings.data_dir.clone(),
         })
         .await?;
@@ -119,6 +121,7 @@ struct CheckSettings {
     auth: Option<AuthSettings>,
     dns_resolver: Option<SocketAddr>,
     verdict: VerdictPolicy,
+    content: Option<ContentSettings>,
     data_dir: PathBuf,
 }
 
@@ -161,6 +164,13 @@ async fn checks(settings: CheckSettings) -> Result<Checks, Failure> {
             .map_err(|error| fail(exit::CONFIG)(error.into()))?;
         checks.auth = Some(Arc::new(auth));
         tracing::info!("sender authentication on");
+    }
+    if let Some(content) = settings.content {
+        let scanner = ContentScanner::load(content)
+            .context("loading content rules and signatures")
+            .map_err(fail(exit::CONFIG))?;
+        checks.content = Some(Arc::new(scanner));
+        tracing::info!("content checks on");
     }
     if let Some(greylist) = settings.greylist {
         let store = Greylist::open(&greylist, Arc::new(SystemClock))

@@ -12,7 +12,7 @@
 //!   ([`Zones::reload_changed`], [`Zones::reload_path`]), so no query sees a half-loaded zone.
 //! * [`Zones::lookup_ip`] and [`Zones::lookup_domain`] answer the gateway in-process with a
 //!   [`Listing`], through the same code as a DNS query.
-//! * [`DnsServer::start`] answers DNS: UDP in Moat's own allocation-free loop
+//! * [`DnsServer::start`] answers DNS: UDP in Moat's own batched loop and packet codec
 //!   (`server/udp.rs`, `wire/`), TCP through hickory-server with Moat's request handler
 //!   (`server/handler.rs`). Both end in `zone.rs`; every outcome's response code and
 //!   authority section come from one table, [`Outcome`].

@@ -104,9 +104,9 @@ pub(crate) struct Builder {
 
 impl Builder {
     /// Adds a record; a TTL of 0 or none takes the dataset's `$TTL` in force.
-    pub(crate) fn add(&mut self, mut record: Box<Record>, meta: &Meta) -> Result<(), &'static str> {
+    pub(crate) fn add(&mut self, mut record: Record, meta: &Meta) -> Result<(), &'static str> {
         record.ttl = Some(record.ttl.filter(|&t| t != 0).unwrap_or(meta.ttl));
-        self.records.push(*record);
+        self.records.push(record);
         Ok(())
     }
 

@@ -235,7 +235,7 @@ impl Builder {
             (Builder::DnSet(b), Entry::Domain { key, plain, wild }) => {
                 b.add(key, plain, wild, value)
             }
-            (Builder::Generic(b), Entry::Record(record)) => b.add(record, meta),
+            (Builder::Generic(b), Entry::Record(record)) => b.add(*record, meta),
             _ => Err("entry of another dataset type"),
         }
     }

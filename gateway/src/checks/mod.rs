@@ -10,6 +10,7 @@ use moat_delivery::Quarantine;
 use moat_greylist::Greylist;
 
 use crate::auth::SenderAuth;
+use crate::content::ContentScanner;
 use crate::verdict::VerdictPolicy;
 
 pub use dnsbl::{DEFAULT_DNSBL_TIMEOUT, DnsblCheck, DnsblScore, DnsblSettings, DnsblSite};
@@ -26,6 +27,8 @@ pub struct Checks {
     /// SPF at MAIL FROM, DKIM, ARC and DMARC at the end of DATA, and an
     /// Authentication-Results header on every accepted message (issue #5).
     pub auth: Option<Arc<SenderAuth>>,
+    /// MIME analysis, content rules and both anti-virus layers at the end of DATA.
+    pub content: Option<Arc<ContentScanner>>,
     /// How the checks' scores become an action.
     pub verdict: VerdictPolicy,
     /// Where messages the verdict holds are kept; without it they are refused instead.
@@ -36,6 +39,6 @@ impl Checks {
     /// Whether any check that scores messages is on. Without one, a message is delivered
     /// exactly as received, with no spam headers of a verdict that weighed nothing.
     pub fn score_messages(&self) -> bool {
-        self.dnsbl.is_some() || self.auth.is_some()
+        self.dnsbl.is_some() || self.auth.is_some() || self.content.is_some()
     }
 }

@@ -25,6 +25,8 @@ mod error;
 mod magic;
 mod mime;
 mod policy;
+#[cfg(test)]
+mod profile_tmp;
 mod report;
 mod rules;
 mod settings;

@@ -394,19 +394,14 @@ pub fn collapse_whitespace(text: &str) -> String {
     out
 }
 
+/// Word by word rather than character by character: the body of every message passes here,
+/// and copying whole words is several times faster.
 fn collapse_whitespace_into(text: &str, out: &mut String) {
-    let mut pending_space = false;
-    let start = out.len();
-    for c in text.chars() {
-        if c.is_whitespace() {
-            pending_space = out.len() > start;
-            continue;
-        }
-        if pending_space {
+    for (index, word) in text.split_whitespace().enumerate() {
+        if index > 0 {
             out.push(' ');
-            pending_space = false;
         }
-        out.push(c);
+        out.push_str(word);
     }
 }
 

@@ -3,6 +3,7 @@
 
 use super::{DnsblState, Session, Transaction};
 use crate::auth::DmarcAction;
+use crate::content::{ContentReport, FailureMode};
 use crate::reply::Refusal;
 use crate::verdict::{Action, Contribution, Evidence, Reason, Verdict, tag_subject};
 
@@ -43,9 +44,24 @@ impl Session {
             });
         }
 
-        // The sender: DKIM, ARC and DMARC over the message, with SPF from MAIL FROM.
-        if let (Some(auth), Some(spf)) = (&self.shared.checks.auth, &transaction.spf) {
-            let report = auth.check_message(&message, spf).await;
+        // The sender (DKIM, ARC and DMARC, with SPF from MAIL FROM) and the content (rules,
+        // both anti-virus layers) are checked at the same time.
+        let checks = &self.shared.checks;
+        let auth = async {
+            match (&checks.auth, &transaction.spf) {
+                (Some(auth), Some(spf)) => Some(auth.check_message(&message, spf).await),
+                _ => None,
+            }
+        };
+        let content = async {
+            match &checks.content {
+                Some(scanner) => Some(scanner.scan(&message[header_length..]).await),
+                None => None,
+            }
+        };
+        let (auth, content) = tokio::join!(auth, content);
+
+        if let Some(report) = auth {
             fields.push(report.authentication_results.clone());
             if report.score != 0.0 {
                 let check = format!(
@@ -66,6 +82,9 @@ impl Session {
                 }
                 None => {}
             }
+        }
+        if let Some(report) = content {
+            weigh_content(&report, &mut evidence);
         }
 
         let verdict = self
@@ -88,6 +107,34 @@ impl Session {
             message = tag_subject(&message, tag);
         }
         (verdict, message)
+    }
+}
+
+/// Adds what the content checks found to the evidence.
+fn weigh_content(report: &ContentReport, evidence: &mut Evidence) {
+    for hit in &report.rule_hits {
+        let check = format!("rule:{}", hit.name);
+        evidence.contributions.push(Contribution {
+            check,
+            score: hit.weight,
+        });
+    }
+    if let Some(virus) = report.viruses.first() {
+        evidence.virus = Some(virus.name.clone());
+    }
+    // A refused attachment is held for an operator rather than refused outright: office
+    // macros and encrypted archives are also everyday business mail.
+    if let Some(hit) = report.policy_hits.first() {
+        evidence.quarantine = Some(format!("attachment policy: {} in {}", hit.rule, hit.part));
+    }
+    match &report.failure {
+        Some(failure) if failure.mode == FailureMode::TempFail => {
+            evidence.unscanned = Some(failure.reason.clone());
+        }
+        Some(failure) => {
+            tracing::warn!(reason = %failure.reason, "content scan incomplete; accepted as configured");
+        }
+        None => {}
     }
 }
 

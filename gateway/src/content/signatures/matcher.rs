@@ -52,6 +52,11 @@ impl BodyMatcher {
             Some(
                 AhoCorasick::builder()
                     .match_kind(MatchKind::Standard)
+                    .kind(
+                        std::env::var("MOAT_AC_DFA")
+                            .ok()
+                            .map(|_| aho_corasick::AhoCorasickKind::DFA),
+                    )
                     .build(&anchors)?,
             )
         };
