@@ -161,6 +161,8 @@ pub struct SmtpSection {
     pub dns_resolver: Option<String>,
     #[serde(default)]
     pub dnsbl_site: Vec<DnsblSiteSection>,
+    #[serde(default)]
+    pub uribl_site: Vec<DnsblSiteSection>,
 }
 
 /// `[[smtp.dnsbl_site]]`: one DNSBL or DNSWL the gateway asks about each client.
@@ -453,29 +455,18 @@ fn smtp_config(section: &SmtpSection, hostname: String) -> Result<SmtpConfig, Co
 
 /// The DNSBL check from `[smtp]`'s dnsbl keys; `None` when no site is listed.
 fn dnsbl_check(section: &SmtpSection) -> Result<Option<DnsblSettings>, ConfigError> {
-    if section.dnsbl_site.is_empty() {
+    if section.dnsbl_site.is_empty() && section.uribl_site.is_empty() {
         return Ok(None);
     }
-    let mut sites = Vec::with_capacity(section.dnsbl_site.len());
-    for site in &section.dnsbl_site {
-        let codes = site
-            .codes
-            .iter()
-            .flatten()
-            .map(|code| parse_code_range(code))
-            .collect::<Result<Vec<_>, _>>()?;
-        sites.push(DnsblSite {
-            zone: site.zone.trim().trim_end_matches('.').to_ascii_lowercase(),
-            weight: site.weight.unwrap_or(1),
-            codes,
-        });
-    }
+    let sites = dnsbl_sites(&section.dnsbl_site)?;
+    let uri_sites = dnsbl_sites(&section.uribl_site)?;
     let timeout = match &section.dnsbl_timeout {
         Some(text) => parse_duration("smtp.dnsbl_timeout", text)?,
         None => DEFAULT_DNSBL_TIMEOUT,
     };
     Ok(Some(DnsblSettings {
         sites,
+        uri_sites,
         threshold: section.dnsbl_threshold.unwrap_or(DEFAULT_DNSBL_THRESHOLD),
         allowlist_threshold: section
             .dnsbl_allowlist_threshold
@@ -549,6 +540,25 @@ fn check_thresholds(key: &str, thresholds: &Thresholds) -> Result<(), ConfigErro
         ),
         expected: "tag_at <= quarantine_at <= reject_at".into(),
     })
+}
+
+/// The lists of `[[smtp.dnsbl_site]]` or `[[smtp.uribl_site]]`.
+fn dnsbl_sites(sections: &[DnsblSiteSection]) -> Result<Vec<DnsblSite>, ConfigError> {
+    let mut sites = Vec::with_capacity(sections.len());
+    for site in sections {
+        let codes = site
+            .codes
+            .iter()
+            .flatten()
+            .map(|code| parse_code_range(code))
+            .collect::<Result<Vec<_>, _>>()?;
+        sites.push(DnsblSite {
+            zone: site.zone.trim().trim_end_matches('.').to_ascii_lowercase(),
+            weight: site.weight.unwrap_or(1),
+            codes,
+        });
+    }
+    Ok(sites)
 }
 
 /// Parses a DNSBL answer code or range: `127.0.0.2` or `127.0.0.2-127.0.0.11`.

@@ -146,3 +146,27 @@ fn a_list_that_does_not_answer_gives_no_verdict() {
         moat.log()
     );
 }
+
+#[test]
+fn a_message_linking_to_a_listed_domain_scores_the_uri_list_weight() {
+    let dir = TempDir::new("uribl-local");
+    let dataset = dir.path().join("domains.txt");
+    fs::write(&dataset, format!("{SOA}.bad.example\n")).expect("write dataset");
+    let moat = Moat::start(&format!(
+        "[smtp]\n\n[[smtp.uribl_site]]\nzone = \"dbl.test\"\nweight = 20\n\n[content]\n\n\
+         [dnsbl]\nlisten = [\"127.0.0.1:0\"]\n\n[[dnsbl.zone]]\nname = \"dbl.test\"\n\
+         datasets = [\"dnset:{}\"]\n",
+        dataset.display()
+    ));
+
+    let mut smtp = SmtpConnection::connect(moat.smtp_addr);
+    assert_eq!(smtp.read_reply().code, 220);
+    assert_eq!(smtp.command("EHLO client.example.org").code, 250);
+    assert_eq!(smtp.command("MAIL FROM:<a@example.org>").code, 250);
+    assert_eq!(smtp.command("RCPT TO:<bob@localhost>").code, 250);
+    assert_eq!(smtp.command("DATA").code, 354);
+    smtp.send_raw(b"Subject: deal\r\n\r\nSee http://www.bad.example/offer now\r\n.\r\n");
+    let reply = smtp.read_reply();
+    assert_eq!(reply.code, 554, "{reply:?}");
+    assert!(moat.log().contains("uribl:dbl.test=20.0"), "{}", moat.log());
+}

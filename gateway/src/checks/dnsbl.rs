@@ -22,6 +22,10 @@ use moat_dnsbl::Zones;
 /// better logged than waited for.
 pub const DEFAULT_DNSBL_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Most URL domains of one message looked up: enough for real mail, a bound for spam that
+/// lists thousands to make the gateway do the lookups.
+const MAX_URI_DOMAINS: usize = 20;
+
 /// How often the same list's refusal is raised again at error level.
 const REFUSAL_ALERT_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -42,6 +46,9 @@ pub struct DnsblSite {
 pub struct DnsblSettings {
     /// The lists.
     pub sites: Vec<DnsblSite>,
+    /// Domain lists (rbldnsd dnset, as a DBL or SURBL) asked about the domains of the URLs in
+    /// message bodies, at the end of DATA; their weights go into the verdict's score.
+    pub uri_sites: Vec<DnsblSite>,
     /// A score at or above this refuses the client's recipients.
     pub threshold: i32,
     /// A score at or below this marks the client allowlisted (it skips greylisting).
@@ -102,9 +109,13 @@ impl DnsblCheck {
     pub async fn score(&self, ip: IpAddr) -> DnsblScore {
         let lookups = self.settings.sites.iter().map(|site| self.answer(site, ip));
         let answers = futures_join_all(lookups).await;
+        self.total(&self.settings.sites, answers)
+    }
 
+    /// Sums the weights of the sites that list, and raises the refusals.
+    fn total(&self, sites: &[DnsblSite], answers: Vec<SiteAnswer>) -> DnsblScore {
         let mut score = DnsblScore::default();
-        for (site, answer) in self.settings.sites.iter().zip(answers) {
+        for (site, answer) in sites.iter().zip(answers) {
             match answer {
                 SiteAnswer::Listed => {
                     score.score += site.weight;
@@ -118,6 +129,25 @@ impl DnsblCheck {
             }
         }
         score
+    }
+
+    /// Looks the domains of a message's URLs up in every URI list; each list counts once,
+    /// however many of the domains it lists.
+    pub async fn score_domains(&self, domains: &[String]) -> DnsblScore {
+        let domains = &domains[..domains.len().min(MAX_URI_DOMAINS)];
+        let lookups = self.settings.uri_sites.iter().map(|site| async move {
+            let answers =
+                futures_join_all(domains.iter().map(|d| self.domain_answer(site, d))).await;
+            if answers.contains(&SiteAnswer::Refused) {
+                SiteAnswer::Refused
+            } else if answers.contains(&SiteAnswer::Listed) {
+                SiteAnswer::Listed
+            } else {
+                SiteAnswer::NotListed
+            }
+        });
+        let answers = futures_join_all(lookups).await;
+        self.total(&self.settings.uri_sites, answers)
     }
 
     /// Whether a score refuses the client.
@@ -151,7 +181,10 @@ impl DnsblCheck {
             .and_then(|zones| local_codes(zones, &site.zone, ip))
         {
             Some(codes) => codes,
-            None => match self.remote_codes(&site.zone, ip).await {
+            None => match self
+                .remote_codes(&site.zone, &ip_query_name(&site.zone, ip))
+                .await
+            {
                 Ok(codes) => codes,
                 Err(answer) => return answer,
             },
@@ -159,10 +192,33 @@ impl DnsblCheck {
         classify(site, &codes)
     }
 
-    /// The A records of a remote list for the client, or the answer when there are none.
-    async fn remote_codes(&self, zone: &str, ip: IpAddr) -> Result<Vec<Ipv4Addr>, SiteAnswer> {
-        let name = format!("{}.{}.", reversed_name(ip), zone.trim_end_matches('.'));
-        let lookup = self.resolver.lookup(name.as_str(), RecordType::A);
+    /// One URI list's answer for one domain.
+    async fn domain_answer(&self, site: &DnsblSite, domain: &str) -> SiteAnswer {
+        self.lookups.fetch_add(1, Ordering::Relaxed);
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let zone = site.zone.trim_end_matches('.');
+        let served = self.zones.as_ref().filter(|zones| {
+            zones
+                .zone_names()
+                .iter()
+                .any(|name| name.eq_ignore_ascii_case(zone))
+        });
+        let codes = match served {
+            Some(zones) => zones
+                .lookup_domain(zone, &domain)
+                .map(|l| l.a)
+                .unwrap_or_default(),
+            None => match self.remote_codes(zone, &format!("{domain}.{zone}.")).await {
+                Ok(codes) => codes,
+                Err(answer) => return answer,
+            },
+        };
+        classify(site, &codes)
+    }
+
+    /// The A records a remote list gives for `name`, or the answer when there are none.
+    async fn remote_codes(&self, zone: &str, name: &str) -> Result<Vec<Ipv4Addr>, SiteAnswer> {
+        let lookup = self.resolver.lookup(name, RecordType::A);
         match tokio::time::timeout(self.settings.timeout, lookup).await {
             Ok(Ok(lookup)) => Ok(lookup
                 .answers()
@@ -201,6 +257,11 @@ impl DnsblCheck {
             );
         }
     }
+}
+
+/// The query name of an address in a zone.
+fn ip_query_name(zone: &str, ip: IpAddr) -> String {
+    format!("{}.{}.", reversed_name(ip), zone.trim_end_matches('.'))
 }
 
 /// The A records of a locally served zone, or `None` when this Moat does not serve it.

@@ -30,6 +30,15 @@ pub struct ScanItem<'m> {
     pub target: ScanTarget,
 }
 
+/// Which checks the message is taken apart for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// Every check: the rules' text and the URLs are gathered too.
+    AllChecks,
+    /// The signatures and the attachment policy only (layer 2 alone).
+    Signatures,
+}
+
 /// A message taken apart.
 #[derive(Debug, Default)]
 pub struct Dissection<'m> {
@@ -43,15 +52,17 @@ pub struct Dissection<'m> {
     pub policy_hits: Vec<PolicyHit>,
 }
 
-/// Takes `message` (parsed from `raw`, or `None` when it has no header section) apart,
-/// unpacking at most `unpack_budget` octets from archives.
+/// Takes `message` (parsed from `raw`, or `None` when it has no header section) apart for
+/// `purpose`, unpacking at most `unpack_budget` octets from archives.
 pub fn dissect<'m>(
     raw: &'m [u8],
     message: Option<&'m Message<'m>>,
     policy: &AttachmentPolicy,
     unpack_budget: usize,
+    purpose: Purpose,
 ) -> Dissection<'m> {
     let mut walker = Walker {
+        text: purpose == Purpose::AllChecks,
         policy,
         budget: Budget::new(unpack_budget),
         urls: UrlCollector::default(),
@@ -66,15 +77,18 @@ pub fn dissect<'m>(
     match message {
         Some(message) => {
             walker.out.analysis.parsed = true;
-            walker.headers(message);
+            if walker.text {
+                walker.headers(message);
+            }
             walker.walk(message, "");
         }
-        None => {
+        None if walker.text => {
             // Not a message the parser can read: the rules and URLs see it as plain text.
             let text = String::from_utf8_lossy(raw);
             walker.out.rule_text.push_body(&text);
             walker.urls.scan(&text);
         }
+        None => {}
     }
 
     let (urls, url_domains) = walker.urls.finish();
@@ -84,6 +98,8 @@ pub fn dissect<'m>(
 }
 
 struct Walker<'p, 'm> {
+    /// Whether the rules' text and the URLs are wanted.
+    text: bool,
     policy: &'p AttachmentPolicy,
     budget: Budget,
     urls: UrlCollector,
@@ -131,8 +147,10 @@ impl<'m> Walker<'_, 'm> {
 
     fn text(&mut self, text: &'m str, number: &str) {
         self.out.analysis.text_parts += 1;
-        self.out.rule_text.push_body(text);
-        self.urls.scan(text);
+        if self.text {
+            self.out.rule_text.push_body(text);
+            self.urls.scan(text);
+        }
         self.out.items.push(ScanItem {
             part: format!("part {number}"),
             data: Cow::Borrowed(text.as_bytes()),
@@ -144,10 +162,12 @@ impl<'m> Walker<'_, 'm> {
     /// decoded) and as source (links are in attributes).
     fn html(&mut self, html: &'m str, number: &str) {
         self.out.analysis.html_parts += 1;
-        let text = html_to_text(html);
-        self.out.rule_text.push_body(&text);
-        self.urls.scan(html);
-        self.urls.scan(&text);
+        if self.text {
+            let text = html_to_text(html);
+            self.out.rule_text.push_body(&text);
+            self.urls.scan(html);
+            self.urls.scan(&text);
+        }
         self.out.items.push(ScanItem {
             part: format!("part {number}"),
             data: Cow::Borrowed(html.as_bytes()),
@@ -266,7 +286,8 @@ mod tests {
     fn dissect_text(raw: &[u8]) -> (Analysis, String, String, Vec<String>, Vec<&'static str>) {
         let parser = parser();
         let message = parser.parse(raw);
-        let out = dissect(raw, message.as_ref(), &AttachmentPolicy::default(), 1 << 20);
+        let policy = AttachmentPolicy::default();
+        let out = dissect(raw, message.as_ref(), &policy, 1 << 20, Purpose::AllChecks);
         let parts = out.items.iter().map(|item| item.part.clone()).collect();
         let rules = out.policy_hits.iter().map(|hit| hit.rule).collect();
         (

@@ -55,7 +55,7 @@ pub use settings::{
 pub use urls::MAX_URLS;
 
 use clamd::Clamd;
-use mime::{Dissection, ScanItem};
+use mime::{Dissection, Purpose, ScanItem};
 use rules::{RuleOutcome, RuleSet};
 use signatures::SignatureDb;
 
@@ -209,7 +209,9 @@ impl ContentScanner {
     /// what the gateway calls.
     pub fn scan_builtin(&self, message: &[u8]) -> Vec<VirusHit> {
         let parsed = self.inner.parser.parse(message);
-        let dissection = self.inner.dissect(message, parsed.as_ref());
+        let dissection = self
+            .inner
+            .dissect(message, parsed.as_ref(), Purpose::Signatures);
         self.inner.scan_items(&dissection.items)
     }
 }
@@ -218,7 +220,7 @@ impl Inner {
     /// Every in-process check.
     fn scan_local(&self, message: &[u8]) -> Local {
         let parsed = self.parser.parse(message);
-        let dissection = self.dissect(message, parsed.as_ref());
+        let dissection = self.dissect(message, parsed.as_ref(), Purpose::AllChecks);
         let (rules, viruses) = rayon::join(
             || self.rules.apply(&dissection.rule_text),
             || self.scan_items(&dissection.items),
@@ -235,6 +237,7 @@ impl Inner {
         &self,
         message: &'m [u8],
         parsed: Option<&'m mail_parser::Message<'m>>,
+        purpose: Purpose,
     ) -> Dissection<'m> {
         let settings = &self.settings;
         let mut dissection = mime::dissect(
@@ -242,6 +245,7 @@ impl Inner {
             parsed,
             &settings.attachment_policy,
             settings.max_scan_size,
+            purpose,
         );
         if message.len() > settings.max_scan_size {
             // Analysis and rules still run; the signatures do not, so the report says so.

@@ -18,9 +18,45 @@ fn profile_parts() {
     std::fs::copy("/tmp/bench.ndb", sigdir.join("b.ndb")).unwrap();
     let db = signatures::SignatureDb::load_dir(&sigdir).unwrap();
     let rules = rules::RuleSet::load(None).unwrap();
-    let ac_nfa = aho_corasick::AhoCorasick::builder().build(std::fs::read_to_string("/tmp/bench.ndb").unwrap().lines().map(|l| l.split(':').nth(3).unwrap().split(|c| c=='?'||c=='{'||c=='*').next().unwrap().to_owned())).unwrap();
-    let ac_dfa = aho_corasick::AhoCorasick::builder().kind(Some(aho_corasick::AhoCorasickKind::DFA)).build(std::fs::read_to_string("/tmp/bench.ndb").unwrap().lines().map(|l| l.split(':').nth(3).unwrap().split(|c| c=='?'||c=='{'||c=='*').next().unwrap().to_owned())).unwrap();
-    eprintln!("memory nfa {} {:?} dfa {}", ac_nfa.memory_usage(), ac_nfa.kind(), ac_dfa.memory_usage());
+    let ac_nfa = aho_corasick::AhoCorasick::builder()
+        .build(
+            std::fs::read_to_string("/tmp/bench.ndb")
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    l.split(':')
+                        .nth(3)
+                        .unwrap()
+                        .split(|c| c == '?' || c == '{' || c == '*')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                }),
+        )
+        .unwrap();
+    let ac_dfa = aho_corasick::AhoCorasick::builder()
+        .kind(Some(aho_corasick::AhoCorasickKind::DFA))
+        .build(
+            std::fs::read_to_string("/tmp/bench.ndb")
+                .unwrap()
+                .lines()
+                .map(|l| {
+                    l.split(':')
+                        .nth(3)
+                        .unwrap()
+                        .split(|c| c == '?' || c == '{' || c == '*')
+                        .next()
+                        .unwrap()
+                        .to_owned()
+                }),
+        )
+        .unwrap();
+    eprintln!(
+        "memory nfa {} {:?} dfa {}",
+        ac_nfa.memory_usage(),
+        ac_nfa.kind(),
+        ac_dfa.memory_usage()
+    );
     for _ in 0..3 {
         let t = Instant::now();
         for m in &messages {
@@ -31,7 +67,7 @@ fn profile_parts() {
         let mut n = 0;
         for m in &messages {
             let p = parser.parse(m);
-            let d = mime::dissect(m, p.as_ref(), &policy, 1 << 25);
+            let d = mime::dissect(m, p.as_ref(), &policy, 1 << 25, mime::Purpose::AllChecks);
             n += d.items.len();
         }
         let dissect = t.elapsed();
@@ -43,7 +79,7 @@ fn profile_parts() {
         let t = Instant::now();
         for m in &messages {
             let p = parser.parse(m);
-            let d = mime::dissect(m, p.as_ref(), &policy, 1 << 25);
+            let d = mime::dissect(m, p.as_ref(), &policy, 1 << 25, mime::Purpose::AllChecks);
             let _ = rules.apply(&d.rule_text);
         }
         let with_rules = t.elapsed();

@@ -1,13 +1,16 @@
 //! URLs in the text and HTML of a message, and their host names, for the URI blocklist check.
 //!
-//! A URL starts at `http://`, `https://` or a bare `www.`, and ends at white space, a quote or
-//! an angle bracket, as mail clients linkify them. HTML is searched as source (links live in
-//! `href`) and as text (entities decoded, so `http&#58;//` is found too).
+//! A URL starts at `http://` or `https://` (any case) or a bare `www.` (or `WWW.`), and ends at
+//! white space, a quote or an angle bracket, as mail clients linkify them. HTML is searched as
+//! source (links live in `href`) and as text (entities decoded, so `http&#58;//` is found too).
+//!
+//! The search looks for `://` and `www.` with memchr's vectorised substring search and checks
+//! the scheme before each `://`: every text part of every message passes here, and this is
+//! several times faster than a case-insensitive automaton on letters as common as h and w.
 
 use std::collections::{BTreeSet, HashSet};
-use std::sync::LazyLock;
 
-use aho_corasick::{AhoCorasick, MatchKind};
+use memchr::memmem;
 
 /// Most URLs kept per message: a spam with a million links must not cost a million lookups.
 pub const MAX_URLS: usize = 1_000;
@@ -17,15 +20,6 @@ const MAX_URL_LEN: usize = 2_048;
 
 /// Punctuation that ends a sentence more often than a URL.
 const TRAILING_PUNCTUATION: &[char] = &['.', ',', ';', ':', '!', '?', ')', ']', '\'', '*'];
-
-/// Where URLs start. One automaton for all, case ignored.
-static STARTS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
-    AhoCorasick::builder()
-        .ascii_case_insensitive(true)
-        .match_kind(MatchKind::LeftmostFirst)
-        .build(["https://", "http://", "www."])
-        .ok()
-});
 
 /// The URLs of one message, collected part by part.
 #[derive(Debug, Default)]
@@ -38,28 +32,23 @@ pub struct UrlCollector {
 impl UrlCollector {
     /// Collects the URLs in `text`.
     pub fn scan(&mut self, text: &str) {
-        let Some(starts) = STARTS.as_ref() else {
-            return;
-        };
         let bytes = text.as_bytes();
         let mut consumed = 0;
-        for found in starts.find_iter(text) {
+        for (start, host_start) in starts(bytes) {
             if self.urls.len() >= MAX_URLS {
                 return;
             }
-            let start = found.start();
             if start < consumed {
                 continue;
             }
-            let bare_www = found.end() - start == 4;
+            let bare_www = start == host_start;
             if bare_www && start > 0 && is_host_byte(bytes[start - 1]) {
                 continue;
             }
             let end = url_end(text, start);
             consumed = end;
             let url = text[start..end].trim_end_matches(TRAILING_PUNCTUATION);
-            let host_start = if bare_www { 0 } else { found.end() - start };
-            if let Some(host) = url.get(host_start..).and_then(host_of) {
+            if let Some(host) = url.get(host_start - start..).and_then(host_of) {
                 self.add(url, host);
             }
         }
@@ -84,6 +73,25 @@ impl UrlCollector {
     pub fn finish(self) -> (Vec<String>, Vec<String>) {
         (self.urls, self.domains.into_iter().collect())
     }
+}
+
+/// Where URLs may start in `bytes`, in order: each start and where its host starts.
+fn starts(bytes: &[u8]) -> Vec<(usize, usize)> {
+    let mut found = Vec::new();
+    for colon in memmem::find_iter(bytes, b"://") {
+        let before = &bytes[..colon];
+        let scheme = ["https", "http"].into_iter().find(|scheme| {
+            before.len() >= scheme.len()
+                && before[before.len() - scheme.len()..].eq_ignore_ascii_case(scheme.as_bytes())
+        });
+        if let Some(scheme) = scheme {
+            found.push((colon - scheme.len(), colon + 3));
+        }
+    }
+    let www = memmem::find_iter(bytes, b"www.").chain(memmem::find_iter(bytes, b"WWW."));
+    found.extend(www.map(|at| (at, at)));
+    found.sort_unstable();
+    found
 }
 
 /// Where a URL starting at `start` ends: the first byte that cannot be in a linkified URL.
@@ -172,6 +180,13 @@ mod tests {
             ["https://Example.COM/a?b=c", "http://www.example.org"]
         );
         assert_eq!(domains, ["example.com", "www.example.org"]);
+    }
+
+    #[test]
+    fn scheme_case_does_not_matter() {
+        let (urls, domains) = collect(&["VISIT HTTP://SHOUT.EXAMPLE/NOW or HtTpS://mixed.example"]);
+        assert_eq!(urls, ["HTTP://SHOUT.EXAMPLE/NOW", "HtTpS://mixed.example"]);
+        assert_eq!(domains, ["mixed.example", "shout.example"]);
     }
 
     #[test]

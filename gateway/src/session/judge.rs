@@ -85,6 +85,16 @@ impl Session {
         }
         if let Some(report) = content {
             weigh_content(&report, &mut evidence);
+            if let Some(dnsbl) = &checks.dnsbl {
+                let listed = dnsbl.score_domains(&report.analysis.url_domains).await;
+                if listed.score != 0 {
+                    let check = format!("uribl:{}", listed.listed_by.join("+"));
+                    evidence.contributions.push(Contribution {
+                        check,
+                        score: listed.score as f32,
+                    });
+                }
+            }
         }
 
         let verdict = self
