@@ -4,9 +4,11 @@
 Boots out/moat-appliance.raw in qemu-system-x86_64 under software emulation (-accel tcg), once
 with SeaBIOS and once with OVMF (UEFI). The image is write-protected: the VM's disk is a qcow2
 overlay larger than the image (so first boot has a partition to grow) and is opened with
-snapshot=on. The VM's network is qemu's user networking, restricted (no traffic leaves the
-guest but through the forwards below) with host ports forwarded to the guest from this
-namespace's loopback. Then, from outside the VM:
+snapshot=on. The VM's network is qemu's user networking with host ports forwarded to the guest
+from this namespace's loopback. The namespace has no interface but its loopback, so nothing the
+guest sends can leave it (freshclam's and DNS's attempts fail at once with "network
+unreachable"). qemu's restrict=on would say the same, but it also keeps DHCP from offering a
+nameserver, and Moat does not start without one (see README.md). Then, from outside the VM:
 
 - mail flows: a mailbox is added (through the QEMU guest agent, as a hypervisor's admin would),
   swaks sends to port 25, and the message is read back over IMAPS and POP3S;
@@ -212,7 +214,7 @@ class Vm:
             "-m", str(VM_MEMORY_MIB), "-display", "none", "-no-reboot",
             "-serial", f"file:{self.serial_log}",
             "-drive", f"file={overlay},format=qcow2,if=virtio,snapshot=on",
-            "-netdev", f"user,id=net0,restrict=on,{forwards}",
+            "-netdev", f"user,id=net0,{forwards}",
             "-device", "virtio-net-pci,netdev=net0",
             "-chardev", f"socket,id=qga,path={self.agent_path},server=on,wait=off",
             "-device", "virtio-serial-pci",

@@ -109,6 +109,16 @@ pub struct FileConfig {
     pub verdict: VerdictSection,
     /// Content rules and both anti-virus layers; on when the section is present.
     pub content: Option<moat_gateway::content::ContentSection>,
+    /// The Prometheus metrics endpoint; on when the section is present.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// `[metrics]`: where `GET /metrics` is answered.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct MetricsSection {
+    pub listen: String,
 }
 
 /// `[verdict]`: thresholds of the score, and `[[verdict.domain]]` overrides.
@@ -247,6 +257,8 @@ pub struct Settings {
     pub verdict: VerdictPolicy,
     /// Content checks, when `[content]` is present.
     pub content: Option<moat_gateway::content::ContentSettings>,
+    /// Where the metrics endpoint listens, when `[metrics]` is present.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl FileConfig {
@@ -363,7 +375,23 @@ impl FileConfig {
             Some(section) => Some(section.validate(&data_dir).map_err(ConfigError::Greylist)?),
             None => None,
         };
+        let metrics_listen = match &self.metrics {
+            Some(section) => {
+                Some(
+                    section
+                        .listen
+                        .parse::<SocketAddr>()
+                        .map_err(|_| ConfigError::Value {
+                            key: "metrics.listen".into(),
+                            value: section.listen.clone(),
+                            expected: "an IP address and port, as 127.0.0.1:9187".into(),
+                        })?,
+                )
+            }
+            None => None,
+        };
         Ok(Settings {
+            metrics_listen,
             content,
             dns_resolver,
             auth,

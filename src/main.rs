@@ -3,6 +3,7 @@
 mod config;
 mod dnsbl;
 mod greylist;
+mod metrics;
 mod quarantine;
 mod serve;
 

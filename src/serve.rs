@@ -72,6 +72,14 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             data_dir: settings.data_dir.clone(),
         })
         .await?;
+        if let Some(addr) = settings.metrics_listen {
+            let listener = crate::metrics::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for metrics"))
+                .map_err(fail(exit::UNAVAILABLE))?;
+            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
+            tokio::spawn(crate::metrics::serve(listener, Arc::new(checks.clone())));
+        }
         let gateway = Gateway::bind(
             &settings.listen,
             settings.smtp,

@@ -118,7 +118,8 @@ fn remote_lists_are_weighed_and_a_refusal_code_never_lists() {
 
     let refused = Moat::start(&format!(
         "[smtp]\ndnsbl_threshold = 1\ndns_resolver = \"127.0.0.1:{}\"\n\n\
-         [[smtp.dnsbl_site]]\nzone = \"refusing.test\"\nweight = 5\n",
+         [[smtp.dnsbl_site]]\nzone = \"refusing.test\"\nweight = 5\n\n\
+         [metrics]\nlisten = \"127.0.0.1:0\"\n",
         refusing.port
     ));
     assert_eq!(
@@ -129,6 +130,17 @@ fn remote_lists_are_weighed_and_a_refusal_code_never_lists() {
     wait_until(Duration::from_secs(5), "the refusal to be raised", || {
         refused.log().contains("DNSBL refuses our resolver")
     });
+
+    // The refusal is counted in the metrics endpoint.
+    let metrics = service_addrs(&refused.log(), "metrics")[0];
+    let mut stream = std::net::TcpStream::connect(metrics).expect("connect to metrics");
+    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut body).expect("read metrics");
+    assert!(
+        body.contains("moat_dnsbl_refusals_total{zone=\"refusing.test\"} 1"),
+        "{body}"
+    );
 }
 
 #[test]

@@ -21,6 +21,7 @@ use crate::dataset::special::{DEFAULT_TTL, parse_time};
 use crate::dataset::{DatasetType, ParseOptions};
 use crate::error::Error;
 use crate::name::Name;
+use crate::sync::{SyncConfig, SyncSettings};
 use crate::zone::Aggregate;
 
 /// Where a DNS node listens when nothing says otherwise: loopback and an unprivileged port,
@@ -60,6 +61,10 @@ pub struct DnsblConfig {
     /// The zones.
     #[serde(default, rename = "zone")]
     pub zones: Vec<ZoneConfig>,
+    /// `[dnsbl.sync]`: publishing this node's dataset files, or pulling them from a publisher
+    /// (default: neither).
+    #[serde(default)]
+    pub sync: Option<SyncConfig>,
 }
 
 /// One `[[dnsbl.zone]]`.
@@ -122,6 +127,8 @@ pub struct Settings {
     pub check_interval: Option<Duration>,
     /// The zones.
     pub zones: Vec<ZoneSpec>,
+    /// Publishing and pulling dataset files across the cluster.
+    pub sync: SyncSettings,
 }
 
 /// A zone to serve.
@@ -297,6 +304,10 @@ impl DnsblConfig {
             },
             strict: self.strict,
         };
+        let sync = match &self.sync {
+            Some(section) => section.validate()?,
+            None => SyncSettings::default(),
+        };
         Ok(Settings {
             listen,
             udp_sockets,
@@ -304,6 +315,7 @@ impl DnsblConfig {
             load,
             check_interval,
             zones,
+            sync,
         })
     }
 }
@@ -344,7 +356,7 @@ impl ZoneConfig {
 }
 
 /// Parses a time in rbldnsd's units (`35m`, `1h`, `2d`, `1w`, plain seconds).
-fn duration(key: &str, text: &str) -> Result<Option<u32>, Error> {
+pub(crate) fn duration(key: &str, text: &str) -> Result<Option<u32>, Error> {
     match parse_time(text.trim().as_bytes()) {
         Some((value, [])) => Ok(Some(value)),
         _ => Err(Error::Config {

@@ -17,6 +17,9 @@
 //!   (`server/handler.rs`). Both end in `zone.rs`; every outcome's response code and
 //!   authority section come from one table, [`Outcome`].
 //! * [`watch`] reloads on SIGHUP and when dataset files change.
+//! * `sync/` keeps a cluster's datasets the same: a [`Publisher`] serves its files, each
+//!   [`Subscriber`] pulls rsync deltas on a schedule, verifies the rebuilt file's SHA-256,
+//!   renames it into place and calls [`Zones::reload_path`] (`[dnsbl.sync]`, [`SyncSettings`]).
 
 mod answer;
 mod config;
@@ -27,6 +30,7 @@ mod name;
 mod outcome;
 mod query;
 mod server;
+mod sync;
 mod watch;
 mod wire;
 mod zone;
@@ -42,6 +46,11 @@ pub use error::Error;
 pub use name::Name;
 pub use outcome::Outcome;
 pub use server::DnsServer;
+pub use sync::{
+    DEFAULT_SYNC_ALLOW, DEFAULT_SYNC_INTERVAL, DEFAULT_SYNC_TIMEOUT, Network, PublishConfig,
+    PublishSettings, Publisher, PullSummary, Refusal, SubscribeConfig, SubscribeSettings,
+    Subscriber, SyncConfig, SyncError, SyncMetrics, SyncOutcome, SyncSettings,
+};
 pub use watch::watch;
 pub use zone::Aggregate;
 pub use zones::{Listing, ReloadSummary, Zones};

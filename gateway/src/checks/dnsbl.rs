@@ -160,6 +160,22 @@ impl DnsblCheck {
         score.score <= self.settings.allowlist_threshold
     }
 
+    /// The counters in Prometheus text format: lookups, and refusals per zone.
+    pub fn render_metrics(&self) -> String {
+        let mut text = String::from("# TYPE moat_dnsbl_lookups_total counter\n");
+        text.push_str(&format!("moat_dnsbl_lookups_total {}\n", self.lookups()));
+        text.push_str("# TYPE moat_dnsbl_refusals_total counter\n");
+        let sites = self.settings.sites.iter().chain(&self.settings.uri_sites);
+        for site in sites {
+            let count = self.refusals(&site.zone);
+            text.push_str(&format!(
+                "moat_dnsbl_refusals_total{{zone=\"{}\"}} {count}\n",
+                site.zone
+            ));
+        }
+        text
+    }
+
     /// How many times a zone refused our resolver since start (a metric).
     pub fn refusals(&self, zone: &str) -> u64 {
         lock(&self.refusals)

@@ -28,6 +28,8 @@ pub struct ScanItem<'m> {
     pub data: Cow<'m, [u8]>,
     /// What it is, for the signatures' target types.
     pub target: ScanTarget,
+    /// Whether it is a slice of the raw message (a part the parser did not decode).
+    pub in_raw_message: bool,
 }
 
 /// Which checks the message is taken apart for.
@@ -62,6 +64,7 @@ pub fn dissect<'m>(
     purpose: Purpose,
 ) -> Dissection<'m> {
     let mut walker = Walker {
+        raw,
         text: purpose == Purpose::AllChecks,
         policy,
         budget: Budget::new(unpack_budget),
@@ -72,6 +75,7 @@ pub fn dissect<'m>(
         part: "message".to_owned(),
         data: Cow::Borrowed(raw),
         target: ScanTarget::Message,
+        in_raw_message: false,
     });
 
     match message {
@@ -98,6 +102,7 @@ pub fn dissect<'m>(
 }
 
 struct Walker<'p, 'm> {
+    raw: &'m [u8],
     /// Whether the rules' text and the URLs are wanted.
     text: bool,
     policy: &'p AttachmentPolicy,
@@ -145,17 +150,26 @@ impl<'m> Walker<'_, 'm> {
         }
     }
 
+    /// A decoded part for the scanner, noting whether it is a slice of the raw message.
+    fn item(&mut self, part: String, data: &'m [u8], target: ScanTarget) {
+        let raw = self.raw.as_ptr_range();
+        let slice = data.as_ptr_range();
+        let in_raw_message = raw.start <= slice.start && slice.end <= raw.end;
+        self.out.items.push(ScanItem {
+            part,
+            data: Cow::Borrowed(data),
+            target,
+            in_raw_message,
+        });
+    }
+
     fn text(&mut self, text: &'m str, number: &str) {
         self.out.analysis.text_parts += 1;
         if self.text {
             self.out.rule_text.push_body(text);
             self.urls.scan(text);
         }
-        self.out.items.push(ScanItem {
-            part: format!("part {number}"),
-            data: Cow::Borrowed(text.as_bytes()),
-            target: ScanTarget::Text,
-        });
+        self.item(format!("part {number}"), text.as_bytes(), ScanTarget::Text);
     }
 
     /// HTML is stripped to text for the rules, and searched for URLs both as text (entities
@@ -168,11 +182,7 @@ impl<'m> Walker<'_, 'm> {
             self.urls.scan(html);
             self.urls.scan(&text);
         }
-        self.out.items.push(ScanItem {
-            part: format!("part {number}"),
-            data: Cow::Borrowed(html.as_bytes()),
-            target: ScanTarget::Html,
-        });
+        self.item(format!("part {number}"), html.as_bytes(), ScanTarget::Html);
     }
 
     fn attachment(&mut self, part: &'m MessagePart<'m>, data: &'m [u8], number: &str) {
@@ -211,11 +221,7 @@ impl<'m> Walker<'_, 'm> {
         };
         policy::check(self.policy, &subject, &mut self.out.policy_hits);
 
-        self.out.items.push(ScanItem {
-            part: label.clone(),
-            data: Cow::Borrowed(data),
-            target: ScanTarget::File(detected_type),
-        });
+        self.item(label.clone(), data, ScanTarget::File(detected_type));
         self.out.analysis.attachments.push(Attachment {
             part: label,
             name,
@@ -258,6 +264,7 @@ impl<'m> Walker<'_, 'm> {
                     part,
                     data: Cow::Owned(file.data),
                     target: ScanTarget::File(file.detected_type),
+                    in_raw_message: false,
                 });
             }
         }

@@ -268,7 +268,7 @@ impl Inner {
             .par_iter()
             .flat_map_iter(|item| {
                 signatures
-                    .scan(&item.data, item.target)
+                    .scan(&item.data, item.target, item.in_raw_message)
                     .into_iter()
                     .map(|name| VirusHit {
                         layer: Layer::Builtin,
@@ -430,11 +430,33 @@ Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
     }
 
     #[test]
-    fn scan_builtin_reports_each_part() {
-        let (scanner, dir) = scanner_with_signatures(&[("t.ndb", "Test.Eicar:0:*:45494341522d\n")]);
-        let hits = scanner.scan_builtin(format!("Subject: x\r\n\r\n{EICAR}\r\n").as_bytes());
-        let parts: Vec<&str> = hits.iter().map(|hit| hit.part.as_str()).collect();
-        assert_eq!(parts, ["message", "part 0"]);
+    fn verbatim_part_is_searched_once_and_decoded_part_by_itself() {
+        let (scanner, dir) = scanner_with_signatures(&[(
+            "t.ndb",
+            "Test.Eicar:0:*:45494341522d\nTest.Text:7:*:45494341522d\n",
+        )]);
+        let parts = |message: &[u8]| {
+            let hits = scanner.scan_builtin(message);
+            hits.iter()
+                .map(|hit| format!("{} in {}", hit.name, hit.part))
+                .collect::<Vec<_>>()
+        };
+        // A 7-bit body is a slice of the message: the floating signature found it there, and
+        // only the text-only signature looks at the part.
+        let plain = format!("Subject: x\r\n\r\n{EICAR}\r\n");
+        assert_eq!(
+            parts(plain.as_bytes()),
+            ["Test.Eicar in message", "Test.Text in part 0"]
+        );
+        // A base64 body is not in the message as such: the decoded part is searched.
+        let encoded = format!(
+            "Subject: x\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            base64(EICAR.as_bytes())
+        );
+        assert_eq!(
+            parts(encoded.as_bytes()),
+            ["Test.Eicar in part 0", "Test.Text in part 0"]
+        );
         std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -73,7 +73,7 @@ fn profile_parts() {
         let dissect = t.elapsed();
         let t = Instant::now();
         for m in &messages {
-            db.scan(m, signatures::ScanTarget::Message);
+            db.scan(m, signatures::ScanTarget::Message, false);
         }
         let raw = t.elapsed();
         let t = Instant::now();

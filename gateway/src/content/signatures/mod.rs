@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::ContentError;
 use super::magic::FileType;
-use body::{BodySignature, LineIssue};
+use body::{BodySignature, LineIssue, Offset};
 use hash::HashSignatures;
 use matcher::BodyMatcher;
 
@@ -59,10 +59,16 @@ impl ScanTarget {
 }
 
 /// Every signature loaded from one directory.
+///
+/// Body signatures are split in two: those for any file at any offset ("floating"), and the
+/// others. A part that the parser did not have to decode is a slice of the raw message, which
+/// is always scanned; floating signatures found nothing in it there, so they need not search
+/// it again. That halves the work on plain-text mail, most of the corpus.
 #[derive(Debug)]
 pub struct SignatureDb {
     hashes: HashSignatures,
-    bodies: BodyMatcher,
+    floating: BodyMatcher,
+    anchored: BodyMatcher,
     /// Signatures skipped as unsupported.
     skipped: usize,
 }
@@ -111,12 +117,18 @@ impl SignatureDb {
             }
         }
 
-        let bodies = BodyMatcher::new(bodies).map_err(|e| ContentError::Signature {
-            path: dir.to_owned(),
-            line: 0,
-            detail: format!("the body signatures cannot be compiled: {e}"),
-        })?;
-        if hashes.is_empty() && bodies.is_empty() {
+        let (floating, anchored) = bodies
+            .into_iter()
+            .partition(|signature| signature.target == 0 && signature.offset == Offset::Any);
+        let compile = |signatures| {
+            BodyMatcher::new(signatures).map_err(|e| ContentError::Signature {
+                path: dir.to_owned(),
+                line: 0,
+                detail: format!("the body signatures cannot be compiled: {e}"),
+            })
+        };
+        let (floating, anchored) = (compile(floating)?, compile(anchored)?);
+        if hashes.is_empty() && floating.is_empty() && anchored.is_empty() {
             return Err(ContentError::NoSignatures {
                 path: dir.to_owned(),
             });
@@ -124,20 +136,21 @@ impl SignatureDb {
         tracing::info!(
             dir = %dir.display(),
             hash_signatures = hashes.len(),
-            body_signatures = bodies.len(),
+            body_signatures = floating.len() + anchored.len(),
             skipped,
             "signatures loaded"
         );
         Ok(SignatureDb {
             hashes,
-            bodies,
+            floating,
+            anchored,
             skipped,
         })
     }
 
     /// Signatures loaded, hash and body.
     pub fn len(&self) -> usize {
-        self.hashes.len() + self.bodies.len()
+        self.hashes.len() + self.floating.len() + self.anchored.len()
     }
 
     /// Signatures skipped as unsupported.
@@ -146,9 +159,14 @@ impl SignatureDb {
     }
 
     /// The names of the signatures matching `data`: a hash signature first, then body ones.
-    pub fn scan(&self, data: &[u8], target: ScanTarget) -> Vec<&str> {
+    /// `in_raw_message` says that `data` is a slice of the raw message, already searched by
+    /// the floating signatures.
+    pub fn scan(&self, data: &[u8], target: ScanTarget, in_raw_message: bool) -> Vec<&str> {
         let mut names: Vec<&str> = self.hashes.find(data).into_iter().collect();
-        names.extend(self.bodies.scan(data, |kind| target.accepts(kind)));
+        if !in_raw_message {
+            names.extend(self.floating.scan(data, |_| true));
+        }
+        names.extend(self.anchored.scan(data, |kind| target.accepts(kind)));
         names
     }
 }
@@ -239,7 +257,7 @@ mod tests {
         assert_eq!(db.len(), 2);
         assert_eq!(db.skipped(), 1);
         assert_eq!(
-            db.scan(EICAR, ScanTarget::File(FileType::Text)),
+            db.scan(EICAR, ScanTarget::File(FileType::Text), false),
             ["Test.Eicar.Hash", "Test.Eicar.Body"]
         );
         fs::remove_dir_all(&dir).ok();
