@@ -410,13 +410,13 @@ def eicar():
 
 
 def clamd_finds_eicar(agent):
-    code, out, err = agent.exec(["/usr/bin/clamdscan", "--no-summary", "-"], stdin=eicar())
-    if code != 1 or "FOUND" not in out:
-        raise RuntimeError(f"clamdscan exited {code}: {out}{err}")
+    code, found, err = agent.exec(["/usr/bin/clamdscan", "--no-summary", "-"], stdin=eicar())
+    if code != 1 or "FOUND" not in found:
+        raise RuntimeError(f"clamdscan exited {code}: {found}{err}")
     code, out, err = agent.exec(["/usr/bin/clamdscan", "--no-summary", "-"], stdin=b"clean\n")
     if code != 0:
         raise RuntimeError(f"clamdscan of a clean file exited {code}: {out}{err}")
-    return out.strip().splitlines()[0] if out.strip() else "FOUND"
+    return f"{found.strip()}; a clean file passes"
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -390,6 +390,7 @@ main() {
     done
     need_tools
     mkdir -p "$out" "$cache"
+    rm -f "$out"/moat-appliance.raw "$out"/moat-appliance.iso "$out"/build-summary.txt
     trap 'rm -rf "$out/work"' EXIT
 
     stage base build_base

@@ -1,18 +1,21 @@
-//! `moat dnsbl serve`: a DNS blocklist node, serving rbldnsd-compatible zones over DNS.
+//! `moat dnsbl serve`: a DNS blocklist node, serving rbldnsd-compatible zones over DNS, and
+//! publishing or pulling its dataset files when `[dnsbl.sync]` says so.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use moat_dnsbl::{DnsServer, DnsblConfig, Settings, ZoneSpec, Zones};
+use moat_dnsbl::{DnsServer, DnsblConfig, Publisher, Settings, Subscriber, ZoneSpec, Zones};
 use serde::Deserialize;
+use tokio::task::JoinSet;
 
 use crate::{Failure, exit, fail};
 
 /// The `moat dnsbl` subcommands.
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Serve DNSBL zones over DNS (UDP and TCP) until SIGTERM; SIGHUP reloads changed files.
+    /// Serve DNSBL zones over DNS (UDP and TCP) until SIGTERM; SIGHUP reloads changed files
+    /// (and pulls from the publisher, with [dnsbl.sync.subscribe]).
     Serve {
         /// A TOML configuration file whose `[dnsbl]` section is read (see moat.example.toml);
         /// other sections are left to `moat serve`.
@@ -96,28 +99,75 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
 }
 
 fn serve(settings: Settings) -> Result<(), Failure> {
-    let zones = Zones::load(&settings)
-        .context("loading zones")
-        .map_err(fail(exit::CONFIG))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("starting the async runtime")
         .map_err(fail(exit::SOFTWARE))?;
+    let subscriber = runtime.block_on(bootstrap_sync(&settings));
+    let zones = Zones::load(&settings)
+        .context("loading zones")
+        .map_err(fail(exit::CONFIG))?;
     runtime.block_on(async move {
         let server = DnsServer::start(&settings, zones.clone())
             .map_err(|e| fail(exit::UNAVAILABLE)(e.into()))?;
         for addr in server.local_addrs() {
             tracing::info!(%addr, udp_sockets = settings.udp_sockets, "dnsbl listening");
         }
+        let sync = start_sync(&settings, subscriber, &zones).await?;
         tokio::select! {
             () = moat_dnsbl::watch(zones, settings.check_interval) => {}
             () = crate::serve::shutdown_signal() => tracing::info!("shutting down"),
         }
+        drop(sync);
         server.shutdown().await;
         Ok(())
     })
+}
+
+/// With `[dnsbl.sync.subscribe]`, pulls every dataset once before the zones are loaded: a new
+/// node gets its full copies, a restarted one catches up. A failed pull is logged; the node
+/// then starts on the copies it has, and loading names any file it lacks.
+pub(crate) async fn bootstrap_sync(settings: &Settings) -> Option<Subscriber> {
+    let subscribe = settings.sync.subscribe.as_ref()?;
+    let subscriber = Subscriber::new(subscribe, &settings.zones);
+    tracing::info!(
+        publisher = subscribe.publisher,
+        interval = %humantime::format_duration(subscribe.interval),
+        "dnsbl sync subscribing"
+    );
+    // Failures are logged and counted by pull.
+    let _ = subscriber.pull(None).await;
+    Some(subscriber)
+}
+
+/// Starts what `[dnsbl.sync]` asks for: the publisher, and the subscriber's schedule (from
+/// [`bootstrap_sync`]) reloading `zones`. Both stop when the returned set is dropped.
+pub(crate) async fn start_sync(
+    settings: &Settings,
+    subscriber: Option<Subscriber>,
+    zones: &Zones,
+) -> Result<JoinSet<()>, Failure> {
+    let mut tasks = JoinSet::new();
+    if let Some(publish) = &settings.sync.publish {
+        let publisher =
+            Publisher::bind(publish, &settings.zones)
+                .await
+                .map_err(|error| match error {
+                    moat_dnsbl::Error::Config { .. } => fail(exit::CONFIG)(error.into()),
+                    _ => fail(exit::UNAVAILABLE)(error.into()),
+                })?;
+        let datasets = publisher.datasets().len();
+        for addr in publisher.local_addrs() {
+            tracing::info!(%addr, datasets, "dnsbl sync publishing");
+        }
+        tasks.spawn(publisher.serve());
+    }
+    if let Some(subscriber) = subscriber {
+        tasks.spawn(subscriber.run(zones.clone()));
+    }
+    Ok(tasks)
 }
 
 /// Reads the `[dnsbl]` section of a configuration file.

@@ -105,6 +105,8 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
 /// Loads the zones of `[dnsbl]`, answers them over DNS and reloads them when their files
 /// change; returns them for the gateway's in-process lookups, and the server.
 async fn serve_dnsbl(settings: &moat_dnsbl::Settings) -> Result<(Zones, DnsServer), Failure> {
+    // [dnsbl.sync.subscribe]: the first pull comes before loading (a new node's full copies).
+    let subscriber = crate::dnsbl::bootstrap_sync(settings).await;
     let loading = settings.clone();
     let zones = tokio::task::spawn_blocking(move || Zones::load(&loading))
         .await
@@ -118,6 +120,9 @@ async fn serve_dnsbl(settings: &moat_dnsbl::Settings) -> Result<(Zones, DnsServe
         tracing::info!(%addr, "dnsbl listening");
     }
     tokio::spawn(moat_dnsbl::watch(zones.clone(), settings.check_interval));
+    // [dnsbl.sync]: the publisher and the subscriber's schedule run as long as `moat serve`.
+    let mut sync = crate::dnsbl::start_sync(settings, subscriber, &zones).await?;
+    tokio::spawn(async move { while sync.join_next().await.is_some() {} });
     Ok((zones, server))
 }
 

@@ -125,11 +125,15 @@ impl Network {
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.addr, ip.to_canonical()) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -144,8 +148,16 @@ impl SyncConfig {
     ///
     /// [`Error::Config`] naming the key, the value and what would do.
     pub fn validate(&self) -> Result<SyncSettings, Error> {
-        let publish = self.publish.as_ref().map(PublishConfig::validate).transpose()?;
-        let subscribe = self.subscribe.as_ref().map(SubscribeConfig::validate).transpose()?;
+        let publish = self
+            .publish
+            .as_ref()
+            .map(PublishConfig::validate)
+            .transpose()?;
+        let subscribe = self
+            .subscribe
+            .as_ref()
+            .map(SubscribeConfig::validate)
+            .transpose()?;
         Ok(SyncSettings { publish, subscribe })
     }
 }
@@ -191,10 +203,9 @@ impl PublishConfig {
 
 impl SubscribeConfig {
     fn validate(&self) -> Result<SubscribeSettings, Error> {
-        let has_port = self
-            .publisher
-            .rsplit_once(':')
-            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+        let has_port = self.publisher.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
         if !has_port {
             return Err(Error::Config {
                 key: "dnsbl.sync.subscribe.publisher".into(),
@@ -251,8 +262,18 @@ mod tests {
         .expect("valid");
         let publish = settings.publish.expect("a publisher");
         assert_eq!(publish.listen, ["127.0.0.1:5380".parse().expect("addr")]);
-        assert!(publish.allow.iter().any(|n| n.contains("127.0.0.9".parse().expect("ip"))));
-        assert!(publish.allow.iter().all(|n| !n.contains("192.0.2.1".parse().expect("ip"))));
+        assert!(
+            publish
+                .allow
+                .iter()
+                .any(|n| n.contains("127.0.0.9".parse().expect("ip")))
+        );
+        assert!(
+            publish
+                .allow
+                .iter()
+                .all(|n| !n.contains("192.0.2.1".parse().expect("ip")))
+        );
         let subscribe = settings.subscribe.expect("a subscriber");
         assert_eq!(subscribe.interval, DEFAULT_SYNC_INTERVAL);
         assert_eq!(subscribe.timeout, DEFAULT_SYNC_TIMEOUT);
@@ -266,7 +287,10 @@ mod tests {
     #[test]
     fn bad_values_name_their_key() {
         let cases = [
-            ("[subscribe]\npublisher = \"192.0.2.10\"", "dnsbl.sync.subscribe.publisher"),
+            (
+                "[subscribe]\npublisher = \"192.0.2.10\"",
+                "dnsbl.sync.subscribe.publisher",
+            ),
             (
                 "[subscribe]\npublisher = \"h:1\"\ninterval = \"0\"",
                 "dnsbl.sync.subscribe.interval",
@@ -279,7 +303,10 @@ mod tests {
         ];
         for (text, key) in cases {
             let error = parse(text).expect_err(text);
-            assert!(error.to_string().starts_with(&format!("config {key} ")), "{error}");
+            assert!(
+                error.to_string().starts_with(&format!("config {key} ")),
+                "{error}"
+            );
         }
         assert!(parse("[subscribe]\npublisher = \"h:1\"\nbogus = 1").is_err());
     }

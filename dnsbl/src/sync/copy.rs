@@ -37,7 +37,10 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Snapshot>> {
     if before.len > MAX_DATASET_LEN {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
-            format!("{} bytes, the sync carries at most {MAX_DATASET_LEN}", before.len),
+            format!(
+                "{} bytes, the sync carries at most {MAX_DATASET_LEN}",
+                before.len
+            ),
         ));
     }
     let bytes = std::fs::read(path)?;
@@ -56,9 +59,9 @@ pub(crate) fn read(path: &Path) -> io::Result<Option<Snapshot>> {
 
 /// A modification time as a generation: nanoseconds since 1970, 0 before it.
 pub(crate) fn generation(modified: SystemTime) -> u64 {
-    modified
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_nanos()).unwrap_or(u64::MAX))
+    modified.duration_since(UNIX_EPOCH).map_or(0, |since| {
+        u64::try_from(since.as_nanos()).unwrap_or(u64::MAX)
+    })
 }
 
 /// The SHA-256 of `bytes`.
@@ -115,7 +118,11 @@ pub(crate) fn dataset_name(path: &Path) -> Option<String> {
 /// Every file of every dataset of `zones`, once each, in order.
 pub(crate) fn zone_files(zones: &[ZoneSpec]) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = Vec::new();
-    for file in zones.iter().flat_map(|z| &z.datasets).flat_map(|d| &d.files) {
+    for file in zones
+        .iter()
+        .flat_map(|z| &z.datasets)
+        .flat_map(|d| &d.files)
+    {
         if !files.contains(file) {
             files.push(file.clone());
         }
@@ -128,7 +135,8 @@ mod tests {
     use super::*;
 
     fn scratch(label: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("moat-sync-copy-{label}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("moat-sync-copy-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("create a directory");
         dir
@@ -161,7 +169,10 @@ mod tests {
 
     #[test]
     fn names_are_file_names() {
-        assert_eq!(dataset_name(Path::new("/var/lib/x/spam.txt")).as_deref(), Some("spam.txt"));
+        assert_eq!(
+            dataset_name(Path::new("/var/lib/x/spam.txt")).as_deref(),
+            Some("spam.txt")
+        );
         assert_eq!(dataset_name(Path::new("/")), None);
         let long = "x".repeat(MAX_NAME_LEN + 1);
         assert_eq!(dataset_name(Path::new(&long)), None);

@@ -59,7 +59,9 @@ pub(crate) fn diff(signature: Vec<u8>, data: &[u8]) -> Option<Vec<u8>> {
     let magic = field(0)?;
     let block = field(4)?;
     let hash = field(8)?;
-    if magic != MD4_MAGIC || !(MIN_BLOCK..=MAX_BLOCK).contains(&block) || !(1..=MD4_LEN).contains(&hash)
+    if magic != MD4_MAGIC
+        || !(MIN_BLOCK..=MAX_BLOCK).contains(&block)
+        || !(1..=MD4_LEN).contains(&hash)
     {
         return None;
     }
@@ -107,7 +109,10 @@ mod tests {
     use crate::sync::wire::Version;
 
     fn lines(range: std::ops::Range<u32>) -> Vec<u8> {
-        range.map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255)).collect::<String>().into_bytes()
+        range
+            .map(|i| format!("10.{}.{}.{}\n", i >> 16, (i >> 8) & 255, i & 255))
+            .collect::<String>()
+            .into_bytes()
     }
 
     fn delta_of(base: &[u8], new: &[u8]) -> Delta {
@@ -149,7 +154,10 @@ mod tests {
         let new = lines(0..20_001);
         let delta = delta_of(&base, &new);
         let error = rebuild(&other, &delta).expect_err("wrong base");
-        assert!(matches!(error, SyncError::ChecksumMismatch { .. }), "{error}");
+        assert!(
+            matches!(error, SyncError::ChecksumMismatch { .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -160,7 +168,11 @@ mod tests {
         let mut cut = delta.clone();
         cut.delta.truncate(cut.delta.len() / 2);
         let error = rebuild(&base, &cut).expect_err("cut");
-        assert_eq!(error.outcome(), crate::sync::SyncOutcome::BadDelta, "{error}");
+        assert_eq!(
+            error.outcome(),
+            crate::sync::SyncOutcome::BadDelta,
+            "{error}"
+        );
         for at in [4, delta.delta.len() / 2, delta.delta.len() - 2] {
             let mut flipped = delta.clone();
             flipped.delta[at] ^= 0x01;

@@ -52,7 +52,10 @@ impl SyncMetrics {
         text.push_str("# TYPE moat_dnsbl_sync_total counter\n");
         for outcome in SyncOutcome::ALL {
             let total = self.total(outcome);
-            let _ = writeln!(text, "moat_dnsbl_sync_total{{outcome=\"{outcome}\"}} {total}");
+            let _ = writeln!(
+                text,
+                "moat_dnsbl_sync_total{{outcome=\"{outcome}\"}} {total}"
+            );
         }
         let counters = [
             (
@@ -67,7 +70,10 @@ impl SyncMetrics {
             ),
         ];
         for (name, help, value) in counters {
-            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}");
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+            );
         }
         text
     }

@@ -89,7 +89,9 @@ mod tests {
     fn every_outcome_has_its_own_name_and_index() {
         for (i, outcome) in SyncOutcome::ALL.iter().enumerate() {
             assert_eq!(outcome.index(), i);
-            let same = SyncOutcome::ALL.iter().filter(|o| o.name() == outcome.name());
+            let same = SyncOutcome::ALL
+                .iter()
+                .filter(|o| o.name() == outcome.name());
             assert_eq!(same.count(), 1, "{outcome}");
         }
     }

@@ -235,7 +235,7 @@ impl Shared {
     /// The version of one file: from the cache while its stamp is the same, else read again.
     fn version(&self, name: &str, path: &PathBuf) -> Option<Version> {
         let stamp = FileStamp::of(path).ok();
-        let mut versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
+        let versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
         if let (Some(stamp), Some((cached, version))) = (stamp, versions.get(name))
             && stamp == *cached
         {
@@ -262,7 +262,12 @@ impl Shared {
     }
 
     /// A delta from the subscriber's copy to this node's current file.
-    async fn pull(self: &Arc<Self>, client: SocketAddr, dataset: String, signature: Vec<u8>) -> Response {
+    async fn pull(
+        self: &Arc<Self>,
+        client: SocketAddr,
+        dataset: String,
+        signature: Vec<u8>,
+    ) -> Response {
         let Some(path) = self.datasets.get(&dataset).cloned() else {
             tracing::debug!(%client, dataset, "sync pull of an unknown dataset");
             return Response::Refusal(Refusal::UnknownDataset);
@@ -276,7 +281,11 @@ impl Shared {
                 Err(error) => {
                     let too_large = error.kind() == std::io::ErrorKind::FileTooLarge;
                     tracing::warn!(dataset = name, file = %path.display(), %error, "published file unreadable");
-                    return Err(if too_large { Refusal::TooLarge } else { Refusal::Unreadable });
+                    return Err(if too_large {
+                        Refusal::TooLarge
+                    } else {
+                        Refusal::Unreadable
+                    });
                 }
             };
             let delta = delta::diff(signature, &snapshot.bytes).ok_or(Refusal::BadRequest)?;

@@ -22,12 +22,37 @@ pub enum Refusal {
 
 /// Each refusal: code on the wire, name in logs, meaning.
 const TABLE: [(Refusal, u8, &str, &str); 6] = [
-    (Refusal::NotAllowed, 1, "not_allowed", "client not allowed to pull"),
+    (
+        Refusal::NotAllowed,
+        1,
+        "not_allowed",
+        "client not allowed to pull",
+    ),
     (Refusal::Busy, 2, "busy", "too many subscribers at once"),
-    (Refusal::UnknownDataset, 3, "unknown_dataset", "no dataset published under that name"),
-    (Refusal::BadRequest, 4, "bad_request", "request or signature not understood"),
-    (Refusal::Unreadable, 5, "unreadable", "publisher cannot read its copy"),
-    (Refusal::TooLarge, 6, "too_large", "dataset larger than the protocol carries"),
+    (
+        Refusal::UnknownDataset,
+        3,
+        "unknown_dataset",
+        "no dataset published under that name",
+    ),
+    (
+        Refusal::BadRequest,
+        4,
+        "bad_request",
+        "request or signature not understood",
+    ),
+    (
+        Refusal::Unreadable,
+        5,
+        "unreadable",
+        "publisher cannot read its copy",
+    ),
+    (
+        Refusal::TooLarge,
+        6,
+        "too_large",
+        "dataset larger than the protocol carries",
+    ),
 ];
 
 impl Refusal {

@@ -115,7 +115,11 @@ impl Subscriber {
                     "dnsbl sync done"
                 );
             } else {
-                tracing::debug!(publisher, unchanged = summary.unchanged, "dnsbl sync: all current");
+                tracing::debug!(
+                    publisher,
+                    unchanged = summary.unchanged,
+                    "dnsbl sync: all current"
+                );
             }
             return Ok(summary);
         };
@@ -370,7 +374,11 @@ mod tests {
     fn an_older_generation_is_out_of_order() {
         let error = in_order("spam.txt", version(5), Some(version(6))).expect_err("older");
         assert_eq!(error.outcome(), SyncOutcome::OutOfOrder);
-        assert!(error.to_string().contains("generation 5 is older than the copy held (6)"));
+        assert!(
+            error
+                .to_string()
+                .contains("generation 5 is older than the copy held (6)")
+        );
     }
 
     #[test]

@@ -140,7 +140,11 @@ impl Frame {
         frame.push(VERSION);
         frame.push(kind);
         // Callers keep payloads under the bounds above, all far below 4 GiB.
-        frame.extend_from_slice(&u32::try_from(payload.len()).unwrap_or(u32::MAX).to_be_bytes());
+        frame.extend_from_slice(
+            &u32::try_from(payload.len())
+                .unwrap_or(u32::MAX)
+                .to_be_bytes(),
+        );
         frame.extend_from_slice(payload);
         let crc = crc32fast::hash(&frame);
         frame.extend_from_slice(&crc.to_be_bytes());
@@ -481,7 +485,10 @@ mod tests {
         let frame = Response::Refusal(Refusal::Busy).encode();
         for cut in 1..frame.len() {
             let error = read(&frame[..cut], 100).await.expect_err("cut");
-            assert!(matches!(error, SyncError::Truncated { .. }), "{cut}: {error}");
+            assert!(
+                matches!(error, SyncError::Truncated { .. }),
+                "{cut}: {error}"
+            );
         }
     }
 
@@ -513,7 +520,10 @@ mod tests {
         })
         .encode();
         let error = read(&frame, 100).await.expect_err("too long");
-        assert!(matches!(error, SyncError::TooLong { max: 100, .. }), "{error}");
+        assert!(
+            matches!(error, SyncError::TooLong { max: 100, .. }),
+            "{error}"
+        );
     }
 
     #[test]
@@ -536,7 +546,10 @@ mod tests {
                 payload: payload.to_vec(),
             };
             let response = Response::decode(frame);
-            assert!(request.is_err() && response.is_err(), "{kind:#x} {payload:?}");
+            assert!(
+                request.is_err() && response.is_err(),
+                "{kind:#x} {payload:?}"
+            );
         }
     }
 }
