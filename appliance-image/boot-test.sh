@@ -5,18 +5,23 @@
 # of its own, with qemu's user networking forwarding ports from that namespace's loopback; no
 # packet goes anywhere else. Ends with "N passed, N failed"; exits non-zero if any check failed.
 #
-# Usage: appliance-image/boot-test.sh [--no-build] [bios] [uefi]
+# Usage: appliance-image/boot-test.sh [--no-build] [bios] [uefi] [iso-bios] [iso-uefi]
+# Default: bios uefi (the disk image). iso-bios boots the live ISO as a CD under BIOS, iso-uefi
+# as a USB stick under UEFI; asking for either builds the ISO too.
 # Environment: as build.sh's (MOAT_BINARY, MOAT_IMAGE_CACHE, ...).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 build=yes
-firmwares=()
+targets=()
 for argument in "$@"; do
     case "$argument" in
         --no-build) build=no ;;
-        bios | uefi) firmwares+=("$argument") ;;
-        *) echo "boot-test: unknown argument '$argument' (--no-build, bios, uefi)" >&2; exit 64 ;;
+        bios | uefi | iso-bios | iso-uefi) targets+=("$argument") ;;
+        *)
+            echo "boot-test: unknown argument '$argument' (--no-build, bios, uefi, iso-bios, iso-uefi)" >&2
+            exit 64
+            ;;
     esac
 done
 
@@ -29,7 +34,11 @@ done
 [ "$(id -u)" -eq 0 ] || { echo "boot-test: run as root (network namespaces)" >&2; exit 1; }
 
 if [ "$build" = yes ]; then
-    "$here/build.sh" --no-iso
+    if [[ " ${targets[*]} " == *" iso-"* ]]; then
+        "$here/build.sh"
+    else
+        "$here/build.sh" --no-iso
+    fi
 fi
 image=${MOAT_IMAGE_OUT:-$here/out}/moat-appliance.raw
 [ -f "$image" ] || { echo "boot-test: no image at $image; run build.sh" >&2; exit 1; }
@@ -51,4 +60,5 @@ trap 'exit 130' INT TERM
 ip netns add "$namespace"
 ip -n "$namespace" link set lo up
 
-ip netns exec "$namespace" python3 "$here/boot_test.py" --image "$image" "${firmwares[@]}"
+ip netns exec "$namespace" python3 "$here/boot_test.py" --image "$image" \
+    --iso "${MOAT_IMAGE_OUT:-$here/out}/moat-appliance.iso" "${targets[@]}"

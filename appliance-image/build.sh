@@ -41,14 +41,8 @@ readonly TYPE_BIOS_BOOT=21686148-6449-6E6F-744E-656564454649
 readonly TYPE_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
 readonly TYPE_ROOT_X86_64=4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709
 
-# GRUB modules built into the core images: enough to find the root file system by UUID and read
-# grub.cfg from it; the rest load from /boot/grub/<platform>/.
-readonly GRUB_MODULES_COMMON="part_gpt part_msdos ext2 fat search search_fs_uuid normal configfile
-    linux echo test gzio serial terminal terminfo sleep"
-readonly GRUB_MODULES_BIOS="biosdisk"
-readonly GRUB_MODULES_EFI="efi_gop efi_uga all_video"
-
-# Kernel command line: the serial console last, so systemd's status lines go to it.
+# The live system's kernel command line: the serial console last, so systemd's status lines go
+# to it. The disk image's is written by rootfs/usr/lib/moat/boot-files.
 readonly CONSOLE_ARGS="console=tty0 console=ttyS0,115200n8"
 
 die() {
@@ -207,52 +201,6 @@ group_id() {
     awk -F: -v name="$1" '$1 == name { print $3 }' "$root/etc/group"
 }
 
-write_boot_config() {
-    local kernel_args="root=UUID=$root_uuid ro $CONSOLE_ARGS"
-    cat >"$root/etc/fstab" <<EOF
-# The appliance's file systems; the ESP matters only to the firmware and GRUB.
-UUID=$root_uuid / ext4 errors=remount-ro 0 1
-UUID=$esp_uuid /boot/efi vfat umask=0077,nofail,x-systemd.device-timeout=10s 0 2
-EOF
-    mkdir -p "$root/boot/efi"
-    # Both firmwares' GRUB read this file. /vmlinuz and /initrd.img are the links the kernel
-    # package keeps to the newest kernel, so upgrades need no update-grub.
-    mkdir -p "$root/boot/grub"
-    cat >"$root/boot/grub/grub.cfg" <<EOF
-# Moat appliance: written by appliance-image/build.sh.
-serial --unit=0 --speed=115200
-terminal_input console serial
-terminal_output console serial
-set timeout=2
-search --no-floppy --fs-uuid --set=root $root_uuid
-menuentry 'Moat mail appliance' {
-    linux /vmlinuz $kernel_args
-    initrd /initrd.img
-}
-menuentry 'Moat mail appliance, previous kernel' {
-    linux /vmlinuz.old $kernel_args
-    initrd /initrd.img.old
-}
-EOF
-    cp -r /usr/lib/grub/i386-pc /usr/lib/grub/x86_64-efi "$root/boot/grub/"
-}
-
-# GRUB's core images: each finds the root file system by its UUID and reads grub.cfg there.
-make_grub_images() {
-    cat >"$work/grub-early.cfg" <<EOF
-search --no-floppy --fs-uuid --set=root $root_uuid
-set prefix=(\$root)/boot/grub
-EOF
-    # Word splitting of the module lists is intended.
-    # shellcheck disable=SC2086
-    grub-mkimage -O i386-pc -o "$work/core.img" -c "$work/grub-early.cfg" -p /boot/grub \
-        $GRUB_MODULES_COMMON $GRUB_MODULES_BIOS
-    # shellcheck disable=SC2086
-    grub-mkimage -O x86_64-efi -o "$work/BOOTX64.EFI" -c "$work/grub-early.cfg" -p /boot/grub \
-        $GRUB_MODULES_COMMON $GRUB_MODULES_EFI
-    cp /usr/lib/grub/i386-pc/boot.img "$work/boot.img"
-}
-
 # Writes little-endian integer VALUE of BYTES octets at OFFSET into FILE.
 write_le() {
     local file=$1 offset=$2 bytes=$3 value=$4 hex="" i
@@ -294,8 +242,8 @@ build_disk() {
     esp_uuid=$(printf '%04X-%04X' $((RANDOM % 65536)) $((RANDOM % 65536)))
 
     stage_root
-    write_boot_config
-    make_grub_images
+    # fstab, grub.cfg and GRUB's core images, as moat-install writes them on the live system.
+    "$here/rootfs/usr/lib/moat/boot-files" "$root" "$root_uuid" "$esp_uuid" "$work"
 
     # Size the root file system to its content plus free space, in whole MiB.
     local used_mib root_mib disk_mib
@@ -315,11 +263,12 @@ start=$ROOT_START, size=$((root_mib * 2048)), type=$TYPE_ROOT_X86_64, name="moat
 EOF
 
     # The ESP: GRUB at the removable-media path, which firmware boots without NVRAM entries.
-    mkfs.vfat -F 32 -s 1 -n MOAT-ESP -i "${esp_uuid//-/}" --offset "$ESP_START" "$disk" \
+    local esp=$work/esp.img
+    mkfs.vfat -C -F 32 -s 1 -n MOAT-ESP -i "${esp_uuid//-/}" "$esp" \
         $((ESP_SECTORS * SECTOR / 1024)) >/dev/null
-    local esp="$disk@@$((ESP_START * SECTOR))"
     mmd -i "$esp" ::/EFI ::/EFI/BOOT
     mcopy -i "$esp" "$work/BOOTX64.EFI" ::/EFI/BOOT/BOOTX64.EFI
+    dd if="$esp" of="$disk" bs="$SECTOR" seek="$ESP_START" conv=notrunc,sparse status=none
 
     # The root file system, filled from the tree as it is written (mke2fs -d).
     mkfs.ext4 -q -F -L moat-root -U "$root_uuid" -E "offset=$((ROOT_START * SECTOR)),root_owner=0:0" \
@@ -338,8 +287,8 @@ build_iso() {
     echo "# Live system: live-boot mounts the root file system." >"$root/etc/fstab"
     cp "$root/boot/vmlinuz-"* "$iso_root/live/vmlinuz"
     cp "$root/boot/initrd.img-"* "$iso_root/live/initrd.img"
-    mksquashfs "$root" "$iso_root/live/filesystem.squashfs" -comp zstd -Xcompression-level 6 -noappend -no-progress \
-        -e boot/grub
+    mksquashfs "$root" "$iso_root/live/filesystem.squashfs" -comp zstd -Xcompression-level 6 \
+        -noappend -no-progress -e boot/grub >"$work/mksquashfs.log"
     cat >"$iso_root/boot/grub/grub.cfg" <<EOF
 # Moat appliance, live: written by appliance-image/build.sh.
 serial --unit=0 --speed=115200

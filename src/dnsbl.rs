@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use moat_dnsbl::{DnsServer, DnsblConfig, Publisher, Settings, Subscriber, ZoneSpec, Zones};
+use moat_dnsbl::{
+    DnsServer, DnsblConfig, Publisher, Settings, Subscriber, SyncOutcome, ZoneSpec, Zones,
+};
 use serde::Deserialize;
 use tokio::task::JoinSet;
 
@@ -115,13 +117,23 @@ fn serve(settings: Settings) -> Result<(), Failure> {
         for addr in server.local_addrs() {
             tracing::info!(%addr, udp_sockets = settings.udp_sockets, "dnsbl listening");
         }
-        let sync = start_sync(&settings, subscriber, &zones).await?;
+        let sync = start_sync(&settings, subscriber.clone(), &zones).await?;
         tokio::select! {
             () = moat_dnsbl::watch(zones, settings.check_interval) => {}
             () = crate::serve::shutdown_signal() => tracing::info!("shutting down"),
         }
         drop(sync);
         server.shutdown().await;
+        if let Some(subscriber) = subscriber {
+            let metrics = subscriber.metrics();
+            tracing::info!(
+                updated = metrics.total(SyncOutcome::Updated),
+                unchanged = metrics.total(SyncOutcome::Unchanged),
+                bytes_moved = metrics.bytes_moved(),
+                full_bytes = metrics.full_bytes(),
+                "dnsbl sync counts"
+            );
+        }
         Ok(())
     })
 }
@@ -133,7 +145,7 @@ pub(crate) async fn bootstrap_sync(settings: &Settings) -> Option<Subscriber> {
     let subscribe = settings.sync.subscribe.as_ref()?;
     let subscriber = Subscriber::new(subscribe, &settings.zones);
     tracing::info!(
-        publisher = subscribe.publisher,
+        publisher = %subscribe.publisher,
         interval = %humantime::format_duration(subscribe.interval),
         "dnsbl sync subscribing"
     );

@@ -48,7 +48,11 @@ pub fn changed_ip(i: u32) -> String {
 pub fn write_dataset(path: &Path, lines: u32, changed: impl Fn(u32) -> bool) {
     let mut text = String::from(HEADER);
     for i in 0..lines {
-        let ip = if changed(i) { changed_ip(i) } else { base_ip(i) };
+        let ip = if changed(i) {
+            changed_ip(i)
+        } else {
+            base_ip(i)
+        };
         let _ = writeln!(text, "{ip}");
     }
     let temporary = path.with_extension("tmp");
@@ -153,9 +157,11 @@ impl Node {
     pub fn pull_until_logged(&self, message: &str) -> String {
         let before = self.lines(message).len();
         self.hangup();
-        wait_for(&format!("{message:?} in the log"), Duration::from_secs(30), || {
-            self.lines(message).len() > before
-        });
+        wait_for(
+            &format!("{message:?} in the log"),
+            Duration::from_secs(30),
+            || self.lines(message).len() > before,
+        );
         self.lines(message).swap_remove(before)
     }
 }

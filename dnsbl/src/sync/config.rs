@@ -312,6 +312,30 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_documents_a_valid_section() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../moat.example.toml");
+        let example = std::fs::read_to_string(path).expect("moat.example.toml");
+        let start = example.find("# [dnsbl.sync.publish]").expect("documented");
+        // The commented-out tables and `key = value` lines, not the prose around them.
+        let is_key = |line: &str| {
+            line.split_once(" = ")
+                .is_some_and(|(key, _)| key.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        };
+        let section: String = example[start..]
+            .lines()
+            .take_while(|line| line.starts_with('#'))
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(|line| line.starts_with('[') || is_key(line))
+            .map(|line| line.replace("[dnsbl.sync.", "[") + "\n")
+            .collect();
+        let settings = parse(&section).expect("valid");
+        assert!(
+            settings.publish.is_some() && settings.subscribe.is_some(),
+            "{section}"
+        );
+    }
+
+    #[test]
     fn networks_match_by_prefix_and_map_ipv4_in_ipv6() {
         let net = Network::parse("192.0.2.0/24").expect("valid");
         assert!(net.contains("192.0.2.200".parse().expect("ip")));

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -233,7 +233,7 @@ impl Shared {
     }
 
     /// The version of one file: from the cache while its stamp is the same, else read again.
-    fn version(&self, name: &str, path: &PathBuf) -> Option<Version> {
+    fn version(&self, name: &str, path: &Path) -> Option<Version> {
         let stamp = FileStamp::of(path).ok();
         let versions = self.versions.lock().unwrap_or_else(PoisonError::into_inner);
         if let (Some(stamp), Some((cached, version))) = (stamp, versions.get(name))
@@ -243,14 +243,15 @@ impl Shared {
         }
         drop(versions);
 
+        let file = path.display();
         let snapshot = match copy::read(path) {
             Ok(Some(snapshot)) => snapshot,
             Ok(None) => {
-                tracing::warn!(dataset = name, file = %path.display(), "published file missing");
+                tracing::warn!(dataset = %name, %file, "published file missing");
                 return None;
             }
             Err(error) => {
-                tracing::warn!(dataset = name, file = %path.display(), %error, "published file unreadable");
+                tracing::warn!(dataset = %name, %file, %error, "published file unreadable");
                 return None;
             }
         };
@@ -269,46 +270,26 @@ impl Shared {
         signature: Vec<u8>,
     ) -> Response {
         let Some(path) = self.datasets.get(&dataset).cloned() else {
-            tracing::debug!(%client, dataset, "sync pull of an unknown dataset");
+            tracing::debug!(%client, %dataset, "sync pull of an unknown dataset");
             return Response::Refusal(Refusal::UnknownDataset);
         };
         let started = Instant::now();
         let name = dataset.clone();
-        let work = tokio::task::spawn_blocking(move || {
-            let snapshot = match copy::read(&path) {
-                Ok(Some(snapshot)) => snapshot,
-                Ok(None) => return Err(Refusal::Unreadable),
-                Err(error) => {
-                    let too_large = error.kind() == std::io::ErrorKind::FileTooLarge;
-                    tracing::warn!(dataset = name, file = %path.display(), %error, "published file unreadable");
-                    return Err(if too_large {
-                        Refusal::TooLarge
-                    } else {
-                        Refusal::Unreadable
-                    });
-                }
-            };
-            let delta = delta::diff(signature, &snapshot.bytes).ok_or(Refusal::BadRequest)?;
-            Ok(Delta {
-                dataset: name,
-                version: snapshot.version,
-                delta,
-            })
-        });
+        let work = tokio::task::spawn_blocking(move || delta_for(&path, name, signature));
         let delta = match work.await {
             Ok(Ok(delta)) => delta,
             Ok(Err(refusal)) => {
-                tracing::warn!(%client, dataset, refusal = refusal.name(), "sync pull refused");
+                tracing::warn!(%client, %dataset, refusal = refusal.name(), "sync pull refused");
                 return Response::Refusal(refusal);
             }
             Err(error) => {
-                tracing::error!(%client, dataset, %error, "sync delta failed");
+                tracing::error!(%client, %dataset, %error, "sync delta failed");
                 return Response::Refusal(Refusal::Unreadable);
             }
         };
         tracing::info!(
             %client,
-            dataset,
+            %dataset,
             generation = delta.version.generation,
             delta_bytes = delta.delta.len(),
             full_size = delta.version.len,
@@ -317,4 +298,26 @@ impl Shared {
         );
         Response::Delta(delta)
     }
+}
+
+/// The delta from the copy `signature` describes to the file at `path`, or why not.
+fn delta_for(path: &Path, dataset: String, signature: Vec<u8>) -> Result<Delta, Refusal> {
+    let snapshot = match copy::read(path) {
+        Ok(Some(snapshot)) => snapshot,
+        Ok(None) => return Err(Refusal::Unreadable),
+        Err(error) if error.kind() == std::io::ErrorKind::FileTooLarge => {
+            return Err(Refusal::TooLarge);
+        }
+        Err(error) => {
+            let file = path.display();
+            tracing::warn!(%dataset, %file, %error, "published file unreadable");
+            return Err(Refusal::Unreadable);
+        }
+    };
+    let delta = delta::diff(signature, &snapshot.bytes).ok_or(Refusal::BadRequest)?;
+    Ok(Delta {
+        dataset,
+        version: snapshot.version,
+        delta,
+    })
 }

@@ -6,10 +6,12 @@
 //! stay its own. Whatever goes wrong, the copy held stays in place and in service.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncRead, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::config::SubscribeSettings;
@@ -51,11 +53,6 @@ pub struct PullSummary {
     pub rejected: usize,
     /// Bytes sent and received.
     pub bytes_moved: u64,
-}
-
-/// A new version installed.
-struct Installed {
-    version: Version,
 }
 
 impl Subscriber {
@@ -104,29 +101,21 @@ impl Subscriber {
         let publisher = &self.inner.settings.publisher;
 
         let Err((dataset, error)) = result else {
-            if summary.updated > 0 || summary.rejected > 0 {
-                tracing::info!(
-                    publisher,
-                    updated = summary.updated,
-                    unchanged = summary.unchanged,
-                    rejected = summary.rejected,
-                    bytes_moved = summary.bytes_moved,
-                    ms,
-                    "dnsbl sync done"
-                );
-            } else {
-                tracing::debug!(
-                    publisher,
-                    unchanged = summary.unchanged,
-                    "dnsbl sync: all current"
-                );
-            }
+            tracing::info!(
+                %publisher,
+                updated = summary.updated,
+                unchanged = summary.unchanged,
+                rejected = summary.rejected,
+                bytes_moved = summary.bytes_moved,
+                ms,
+                "dnsbl sync done"
+            );
             return Ok(summary);
         };
         self.inner.metrics.count(error.outcome());
         tracing::warn!(
-            publisher,
-            dataset = dataset.unwrap_or_default(),
+            %publisher,
+            dataset = %dataset.unwrap_or_default(),
             outcome = %error.outcome(),
             %error,
             updated = summary.updated,
@@ -177,57 +166,74 @@ impl Subscriber {
 
         for target in &self.inner.targets {
             let Some(listed) = listing.iter().find(|l| l.dataset == target.dataset) else {
-                tracing::debug!(dataset = target.dataset, "not published; local copy kept");
+                tracing::debug!(dataset = %target.dataset, "not published; local copy kept");
                 continue;
             };
             let started = Instant::now();
             let before = connection.moved();
             let result = self.update(&mut connection, target, listed, zones).await;
-            let moved = connection.moved() - before;
             summary.bytes_moved = connection.moved();
-            match result {
-                Ok(None) => {
-                    summary.unchanged += 1;
-                    self.inner.metrics.count(SyncOutcome::Unchanged);
-                }
-                Ok(Some(installed)) => {
-                    summary.updated += 1;
-                    self.inner.metrics.count(SyncOutcome::Updated);
-                    self.inner.metrics.installed(installed.version.len);
-                    tracing::info!(
-                        dataset = target.dataset,
-                        bytes_moved = moved,
-                        full_size = installed.version.len,
-                        ms = started.elapsed().as_millis() as u64,
-                        generation = installed.version.generation,
-                        "dataset synced"
-                    );
-                }
-                Err(error) if error.keeps_connection() => {
-                    summary.rejected += 1;
-                    self.inner.metrics.count(error.outcome());
-                    tracing::warn!(
-                        dataset = target.dataset,
-                        outcome = %error.outcome(),
-                        %error,
-                        bytes_moved = moved,
-                        "dataset sync rejected; current data kept"
-                    );
-                }
-                Err(error) => return Err((Some(target.dataset.clone()), error)),
-            }
+            let moved = connection.moved() - before;
+            self.record(&target.dataset, result, moved, started, summary)
+                .map_err(|error| (Some(target.dataset.clone()), error))?;
         }
         Ok(())
     }
 
-    /// Brings one file to the version `listed`, or says why not. `Ok(None)` when it is current.
+    /// Counts and logs how the sync of one dataset ended; returns the error when it broke the
+    /// connection, which ends the pull.
+    fn record(
+        &self,
+        dataset: &str,
+        result: Result<Option<Version>, SyncError>,
+        moved: u64,
+        started: Instant,
+        summary: &mut PullSummary,
+    ) -> Result<(), SyncError> {
+        let metrics = &self.inner.metrics;
+        match result {
+            Ok(None) => {
+                summary.unchanged += 1;
+                metrics.count(SyncOutcome::Unchanged);
+            }
+            Ok(Some(version)) => {
+                summary.updated += 1;
+                metrics.count(SyncOutcome::Updated);
+                metrics.installed(version.len);
+                tracing::info!(
+                    %dataset,
+                    bytes_moved = moved,
+                    full_size = version.len,
+                    ms = started.elapsed().as_millis() as u64,
+                    generation = version.generation,
+                    "dataset synced"
+                );
+            }
+            Err(error) if error.keeps_connection() => {
+                summary.rejected += 1;
+                metrics.count(error.outcome());
+                tracing::warn!(
+                    %dataset,
+                    outcome = %error.outcome(),
+                    %error,
+                    bytes_moved = moved,
+                    "dataset sync rejected; current data kept"
+                );
+            }
+            Err(error) => return Err(error),
+        }
+        Ok(())
+    }
+
+    /// Brings one file to the version `listed`, or says why not: the version installed, or
+    /// `None` when the copy held is current.
     async fn update(
         &self,
         connection: &mut Connection,
         target: &Target,
         listed: &Listed,
         zones: Option<&Zones>,
-    ) -> Result<Option<Installed>, SyncError> {
+    ) -> Result<Option<Version>, SyncError> {
         let local = |path: PathBuf| move |error| SyncError::Local { path, error };
         let path = target.path.clone();
         let held = tokio::task::spawn_blocking(move || copy::read(&path))
@@ -266,7 +272,7 @@ impl Subscriber {
             // The reload logs its own line, and keeps the old data if the new file fails.
             tokio::task::spawn_blocking(move || zones.reload_path(&path)).await?;
         }
-        Ok(Some(Installed { version }))
+        Ok(Some(version))
     }
 }
 
@@ -346,14 +352,38 @@ impl Connection {
         let exchange = async {
             self.stream.write_all(&frame).await.map_err(SyncError::Io)?;
             self.sent += frame.len() as u64;
-            let answer = Frame::read(&mut self.stream, MAX_RESPONSE_PAYLOAD).await?;
+            let mut counted = Counted {
+                inner: &mut self.stream,
+                count: &mut self.received,
+            };
+            let answer = Frame::read(&mut counted, MAX_RESPONSE_PAYLOAD).await?;
             let answer = answer.ok_or(SyncError::Truncated { part: "header" })?;
-            self.received += answer.wire_len();
             Response::decode(answer)
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| SyncError::Timeout(self.timeout))?
+    }
+}
+
+/// A reader that counts the bytes it passes on, so that a frame cut or corrupt still counts
+/// in the bytes moved.
+struct Counted<'a, R> {
+    inner: &'a mut R,
+    count: &'a mut u64,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Counted<'_, R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut *this.inner).poll_read(cx, buf);
+        *this.count += (buf.filled().len() - before) as u64;
+        poll
     }
 }
 

@@ -126,7 +126,7 @@ pub(crate) enum Response {
     Refusal(Refusal),
 }
 
-/// One frame as read: its kind, its payload, and how many bytes it took on the wire.
+/// One frame as read: its kind and its payload.
 #[derive(Debug)]
 pub(crate) struct Frame {
     kind: u8,
@@ -149,11 +149,6 @@ impl Frame {
         let crc = crc32fast::hash(&frame);
         frame.extend_from_slice(&crc.to_be_bytes());
         frame
-    }
-
-    /// How many bytes the frame took on the wire.
-    pub(crate) fn wire_len(&self) -> u64 {
-        (HEADER_LEN + self.payload.len() + TRAILER_LEN) as u64
     }
 
     /// Reads one frame whose payload may be at most `max` bytes. `Ok(None)` when the peer
@@ -470,7 +465,6 @@ mod tests {
             let encoded = response.encode();
             let frame = read(&encoded, MAX_RESPONSE_PAYLOAD).await;
             let frame = frame.expect("reads").expect("a frame");
-            assert_eq!(frame.wire_len(), encoded.len() as u64);
             assert_eq!(Response::decode(frame).expect("decodes"), response);
         }
     }
@@ -493,13 +487,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_flipped_bit_anywhere_after_the_version_is_caught() {
+    async fn a_flipped_bit_anywhere_is_caught() {
         let frame = Request::Pull {
             dataset: "spam.txt".into(),
             signature: vec![5; 40],
         }
         .encode();
-        for at in 1..frame.len() {
+        for at in 0..frame.len() {
             let mut damaged = frame.clone();
             damaged[at] ^= 0x10;
             let result = read(&damaged, MAX_REQUEST_PAYLOAD).await;
