@@ -288,7 +288,8 @@ build_iso() {
     cp "$root/boot/vmlinuz-"* "$iso_root/live/vmlinuz"
     cp "$root/boot/initrd.img-"* "$iso_root/live/initrd.img"
     mksquashfs "$root" "$iso_root/live/filesystem.squashfs" -comp zstd -Xcompression-level 6 \
-        -noappend -no-progress -e boot/grub >"$work/mksquashfs.log"
+        -noappend -no-progress -e boot/grub -xattrs-exclude "^system\.posix_acl" \
+        >"$work/mksquashfs.log"
     cat >"$iso_root/boot/grub/grub.cfg" <<EOF
 # Moat appliance, live: written by appliance-image/build.sh.
 serial --unit=0 --speed=115200

@@ -26,6 +26,8 @@ pub(crate) mod exit {
     pub const USAGE: u8 = 64;
     /// A named input does not exist (EX_NOINPUT).
     pub const NO_INPUT: u8 = 66;
+    /// Try again later: the data directory is in use (EX_TEMPFAIL).
+    pub const TEMP_FAIL: u8 = 75;
     /// Anything else (EX_SOFTWARE).
     pub const SOFTWARE: u8 = 70;
 }

@@ -31,6 +31,9 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
         .map_err(|error| fail(exit::CONFIG)(error.into()))?;
 
     check_writable(&settings.data_dir).map_err(fail(exit::CANT_CREATE))?;
+    // Held until the process ends: a second `moat serve` on the same data directory would
+    // clean the first one's spool files out from under it and deliver its messages twice.
+    let _lock = lock_data_dir(&settings.data_dir).map_err(fail(exit::TEMP_FAIL))?;
     for route in settings.delivery.routes.values() {
         if let moat_delivery::Route::Maildir(root) = route {
             check_writable(root).map_err(fail(exit::CANT_CREATE))?;
@@ -210,7 +213,28 @@ pub(crate) fn check_writable(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Waits for SIGTERM or SIGINT.
+/// Takes the data directory's lock file, or says which process holds it.
+fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    let path = data_dir.join("moat.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening the lock file {}", path.display()))?;
+    if file.try_lock().is_err() {
+        anyhow::bail!(
+            "data directory {} is in use by another moat serve (lock file {}); stop it or give \
+             this one its own --data-dir",
+            data_dir.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
+/// Waits for SIGTERM or SIGINT. SIGHUP is logged and otherwise ignored here, so a log
+/// rotation's HUP never stops the gateway (with `[dnsbl]` it also reloads the zones).
 pub(crate) async fn shutdown_signal() {
     let terminate = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -220,8 +244,18 @@ pub(crate) async fn shutdown_signal() {
             Err(_) => std::future::pending::<()>().await,
         }
     };
+    let hangup = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut signal) => loop {
+                signal.recv().await;
+                tracing::info!("SIGHUP received; moat keeps running");
+            },
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         () = terminate => {}
+        () = hangup => {}
     }
 }

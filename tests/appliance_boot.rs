@@ -38,7 +38,10 @@ fn appliance_image_boots_under_bios_and_uefi_with_mail_flowing_smtp_to_imap_and_
     }
     let status = child.wait().expect("wait for the boot test");
 
-    assert!(status.success(), "boot-test.sh failed ({status}); last line: {last_line}");
+    assert!(
+        status.success(),
+        "boot-test.sh failed ({status}); last line: {last_line}"
+    );
     assert!(
         last_line.ends_with(" passed, 0 failed") && !last_line.starts_with("0 passed"),
         "boot-test.sh ended with {last_line:?}"

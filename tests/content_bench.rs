@@ -357,7 +357,8 @@ fn scan_benchmark() {
         "Corpus: {} messages, {:.1} MB (the SpamAssassin public corpus, CPython's email tests, \
 and {} virus samples: EICAR in a ZIP, EICAR attached, a custom signature in text).\n\
 Signatures: {signatures}; both layers load the same files (built-in scanner load time \
-{} ms). Medians of {runs} runs.\n",
+{} ms). MB/s figures are medians of {runs} runs; the pipeline figures come from one pass \
+over the corpus each.\n",
         messages.len(),
         bytes as f64 / 1e6,
         SAMPLES_PER_KIND * 3,
@@ -372,7 +373,10 @@ and scans parts and raw message (`ContentScanner::scan_builtin`); clamd gets it 
 INSTREAM on its Unix socket and does the same its own way.\n\n\
 | clients | layer 2 MB/s | clamd MB/s | layer 2 / clamd |\n|---:|---:|---:|---:|\n{table}\n\
 Messages found infected: layer 2 {}, clamd {} (of {} samples); messages where the two \
-layers disagree, in the pipeline run: {disagreements}.\n",
+layers disagree, in the pipeline run: {disagreements}. These figures compare the two on one \
+small signature set: with ClamAV's official database (millions of signatures, logical and \
+bytecode ones the built-in scanner does not read) clamd does far more per byte, and the \
+built-in scanner's automaton would be the slower NFA kind (past 100 kB of anchors).\n",
         infected.0,
         infected.1,
         SAMPLES_PER_KIND * 3

@@ -115,7 +115,8 @@ This is a multi-part message in MIME format.\r\n\
     for part in parts {
         out.push_str(&format!(
             "--=-moat-boundary\r\nContent-Type: {}; name=\"{}\"\r\n\
-Content-Disposition: attachment; filename=\"{}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+Content-Disposition: attachment; filename=\"{}\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\n{}\r\n",
             part.content_type,
             part.name,
             part.name,

@@ -347,9 +347,11 @@ mod tests {
 
     fn with_attachment(name: &str, data: &[u8]) -> Vec<u8> {
         format!(
-            "From: a@example.com\r\nSubject: files\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+            "From: a@example.com\r\nSubject: files\r\n\
+Content-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
 --b\r\nContent-Type: text/plain\r\n\r\nSee attached.\r\n\
---b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"{name}\"\r\n\
+--b\r\nContent-Type: application/octet-stream\r\n\
+Content-Disposition: attachment; filename=\"{name}\"\r\n\
 Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
             base64(data)
         )
@@ -372,6 +374,16 @@ Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
         assert_eq!(report.clamd, ClamdOutcome::NotConfigured);
         assert!(report.failure.is_none());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    #[test]
+    fn scanner_and_scan_future_can_cross_threads() {
+        fn send_sync<T: Send + Sync>(_: &T) {}
+        fn send<T: Send>(_: T) {}
+        let scanner = ContentScanner::load(ContentSettings::default()).expect("loads");
+        send_sync(&scanner);
+        // Sessions run on tokio's worker threads: the scan must be spawnable.
+        send(scanner.scan(b""));
     }
 
     #[tokio::test]

@@ -27,6 +27,9 @@ impl Session {
         if !smtputf8 && !from.address.is_ascii() {
             return Err(Refusal::Utf8WithoutSmtputf8);
         }
+        if let Some(parameter) = unoffered_mail_parameter(&from) {
+            return Err(Refusal::UnsupportedParameter(parameter.into()));
+        }
         // BINARYMIME is not offered (RFC 3030 section 3): content must stay line-based so the
         // relay can send it with DATA.
         if from.flags & MAIL_BODY_BINARYMIME != 0 {
@@ -65,4 +68,42 @@ impl Session {
         });
         Ok(Reply::new(250, "2.1.0", "Ok"))
     }
+}
+
+/// The first MAIL parameter of an extension this server does not offer (DSN, AUTH,
+/// REQUIRETLS, FUTURERELEASE, DELIVERBY, MT-PRIORITY, ...): RFC 5321 section 4.1.1.11 says 555,
+/// and accepting REQUIRETLS (RFC 8689) would promise a protection Moat does not give.
+fn unoffered_mail_parameter(from: &MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+    use smtp_proto::{
+        MAIL_BY_NOTIFY, MAIL_BY_RETURN, MAIL_CONPERM, MAIL_REQUIRETLS, MAIL_RET_FULL, MAIL_RET_HDRS,
+    };
+
+    if from.flags & (MAIL_RET_FULL | MAIL_RET_HDRS) != 0 {
+        return Some("RET");
+    }
+    if from.env_id.is_some() {
+        return Some("ENVID");
+    }
+    if from.flags & MAIL_REQUIRETLS != 0 {
+        return Some("REQUIRETLS");
+    }
+    if from.auth.is_some() {
+        return Some("AUTH");
+    }
+    if from.hold_for != 0 || from.hold_until != 0 {
+        return Some("HOLDFOR/HOLDUNTIL");
+    }
+    if from.by != 0 || from.flags & (MAIL_BY_NOTIFY | MAIL_BY_RETURN) != 0 {
+        return Some("BY");
+    }
+    if from.mt_priority != 0 {
+        return Some("MT-PRIORITY");
+    }
+    if from.flags & MAIL_CONPERM != 0 {
+        return Some("CONPERM");
+    }
+    if from.trans_id.is_some() || from.solicit.is_some() || from.mtrk.is_some() {
+        return Some("an unoffered extension");
+    }
+    None
 }

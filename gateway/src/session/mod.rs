@@ -256,7 +256,11 @@ impl Session {
             return Next::Close;
         }
 
-        self.errors += 1;
+        // Recipients over the limit are the client's cue to send what was accepted and the rest
+        // later (RFC 5321 section 4.5.3.1.10), not a misbehaviour: they do not count.
+        if refusal != Refusal::TooManyRecipients {
+            self.errors += 1;
+        }
         if self.errors >= self.shared.smtp.max_errors {
             tracing::warn!(
                 errors = self.errors,

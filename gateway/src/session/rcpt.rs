@@ -29,6 +29,10 @@ impl Session {
         if to.address.chars().any(char::is_control) {
             return Err(Refusal::BadForwardPath);
         }
+        // DSN is not offered, so its parameters get 555 (RFC 5321 section 4.1.1.11).
+        if to.orcpt.is_some() || to.flags != 0 || to.rrvs != 0 {
+            return Err(Refusal::UnsupportedParameter("NOTIFY/ORCPT/RRVS".into()));
+        }
         if !transaction.smtputf8 && !to.address.is_ascii() {
             return Err(Refusal::Utf8WithoutSmtputf8);
         }
@@ -48,6 +52,24 @@ impl Session {
         };
 
         self.shared.domains.check(&address)?;
+        // The queue routes by domain, so the domain is kept as the configuration names it:
+        // without the root's trailing dot.
+        let address = match address.rsplit_once('@') {
+            Some((local, domain)) if domain.ends_with('.') => {
+                format!("{local}@{}", domain.trim_end_matches('.'))
+            }
+            _ => address,
+        };
+        // A recipient given twice gets one copy, as Postfix does.
+        let duplicate = self.transaction.as_ref().is_some_and(|transaction| {
+            transaction
+                .recipients
+                .iter()
+                .any(|known| known.eq_ignore_ascii_case(&address))
+        });
+        if duplicate {
+            return Ok(Reply::new(250, "2.1.5", "Ok (duplicate recipient)"));
+        }
         let allowlisted = self.dnsbl().await?;
         let header = self.greylist(&address, allowlisted).await?;
 

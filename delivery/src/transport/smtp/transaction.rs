@@ -35,7 +35,7 @@ impl Connection {
 
     /// Builds `MAIL FROM:<reverse-path>` with the parameters the host understands.
     fn mail_command(&self, envelope: &Envelope, size: usize) -> String {
-        let mut mail = format!("MAIL FROM:<{}>", envelope.reverse_path);
+        let mut mail = format!("MAIL FROM:<{}>", path(&envelope.reverse_path));
         if self.extensions.size {
             mail.push_str(&format!(" SIZE={size}"));
         }
@@ -61,7 +61,7 @@ impl Connection {
         batch.push_str(mail);
         batch.push_str("\r\n");
         for recipient in recipients {
-            batch.push_str(&format!("RCPT TO:<{recipient}>\r\n"));
+            batch.push_str(&format!("RCPT TO:<{}>\r\n", path(recipient)));
         }
         batch.push_str("DATA\r\n");
         self.write(batch.as_bytes(), Stage::Mail, self.timeouts.command)
@@ -95,7 +95,7 @@ impl Connection {
         let mut rcpt = Vec::with_capacity(recipients.len());
         for recipient in recipients {
             rcpt.push(
-                self.command(&format!("RCPT TO:<{recipient}>"), Stage::Rcpt)
+                self.command(&format!("RCPT TO:<{}>", path(recipient)), Stage::Rcpt)
                     .await?,
             );
         }
@@ -270,4 +270,51 @@ struct EnvelopeReplies {
     mail: Reply,
     rcpt: Vec<Reply>,
     data: Option<Reply>,
+}
+
+/// An address as it goes inside `<...>`: a local part that is not a dot-atom is written as a
+/// quoted string (RFC 5321 section 4.1.2), so a local part the gateway took quoted, such as
+/// `"x> NOTIFY=NEVER"`, can never turn into parameters of the downstream command.
+fn path(address: &str) -> String {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return address.to_string();
+    };
+    let atext =
+        |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-/=?^_`{|}~".contains(c) || !c.is_ascii();
+    let dot_atom = !local.is_empty()
+        && !local.starts_with('.')
+        && !local.ends_with('.')
+        && !local.contains("..")
+        && local.chars().all(|c| c == '.' || atext(c));
+    if dot_atom {
+        return address.to_string();
+    }
+    let mut quoted = String::with_capacity(local.len() + domain.len() + 4);
+    quoted.push('"');
+    for c in local.chars() {
+        if c == '"' || c == '\\' {
+            quoted.push('\\');
+        }
+        quoted.push(c);
+    }
+    quoted.push_str("\"@");
+    quoted.push_str(domain);
+    quoted
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::path;
+
+    #[test]
+    fn quotes_local_parts_that_are_not_dot_atoms() {
+        assert_eq!(path("bob@example.com"), "bob@example.com");
+        assert_eq!(path(""), "");
+        assert_eq!(path("john doe@example.com"), "\"john doe\"@example.com");
+        assert_eq!(
+            path("bob> NOTIFY=NEVER ORCPT=rfc822;x@example.com"),
+            "\"bob> NOTIFY=NEVER ORCPT=rfc822;x\"@example.com"
+        );
+        assert_eq!(path("a\"b@example.com"), "\"a\\\"b\"@example.com");
+    }
 }

@@ -111,7 +111,8 @@ impl SignatureDb {
                     skipped += load_bodies(&text, path, &mut bodies)?;
                 }
                 "cvd" | "cld" | "cud" | "ldb" | "yar" | "yara" | "mdb" | "msb" => {
-                    tracing::warn!(file = %path.display(), "signature format not read by the built-in scanner");
+                    let file = path.display();
+                    tracing::warn!(%file, "signature format not read by the built-in scanner");
                 }
                 _ => tracing::debug!(file = %path.display(), "not a signature file, ignored"),
             }
@@ -203,8 +204,10 @@ fn load_bodies(
             Err(LineIssue::Unsupported(what)) => {
                 skipped += 1;
                 if skipped <= SKIPPED_NAMED {
-                    let name = line.split(':').next().unwrap_or("");
-                    tracing::warn!(file = %path.display(), line = number + 1, signature = name, unsupported = %what, "signature skipped");
+                    let signature = line.split(':').next().unwrap_or("");
+                    let (file, line) = (path.display(), number + 1);
+                    let unsupported = what.as_str();
+                    tracing::warn!(%file, line, signature, unsupported, "signature skipped");
                 }
             }
             Err(LineIssue::Malformed(detail)) => {
