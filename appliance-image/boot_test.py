@@ -13,7 +13,8 @@ nameserver, and Moat does not start without one (see README.md). Then, from outs
 - mail flows: a mailbox is added (through the QEMU guest agent, as a hypervisor's admin would),
   swaks sends to port 25, and the message is read back over IMAPS and POP3S;
 - the DNSBL zone bl.moat.internal answers over UDP and TCP (dig);
-- clamd finds EICAR (clamdscan through the guest agent) and passes a clean file;
+- clamd finds EICAR: the gateway refuses it as an attachment, and clamdscan (through the guest
+  agent) finds it too and passes a clean file;
 - the webmail's login page loads over HTTPS and the mailbox logs in;
 - no unit failed: the serial console never says "Failed to start", and systemd says "running".
 
@@ -344,6 +345,23 @@ def send_with_swaks(token):
     return queued.group(0).lstrip("<~ ").strip()
 
 
+def virus_refused():
+    """EICAR as an attachment through the gateway, which asks clamd and refuses it."""
+    attachment = os.path.join(OUT, "boot-test", "eicar.com")
+    with open(attachment, "wb") as file:
+        file.write(eicar())
+    result = subprocess.run(
+        ["swaks", "--server", f"{LOOPBACK}:{port('smtp')}", "--from", SENDER, "--to", MAILBOX,
+         "--header", "Subject: boot test virus", "--attach", f"@{attachment}",
+         "--timeout", "60"],
+        capture_output=True, text=True, timeout=120,
+    )
+    refused = re.search(r"<\*\*\s+(5\d\d .*)", result.stdout)
+    if result.returncode == 0 or not refused:
+        raise RuntimeError(f"swaks exited {result.returncode}: {result.stdout[-1500:]}")
+    return refused.group(1).strip()
+
+
 def unverified_tls():
     # The appliance's certificate is self-signed at first boot.
     context = ssl.create_default_context()
@@ -523,6 +541,7 @@ def boot_and_check(target, image, iso, checks, timings):
             if checks.run(f"{prefix} swaks sends to port 25", lambda: send_with_swaks(token)):
                 checks.run(f"{prefix} IMAP reads it back", lambda: read_over_imap(password, token))
                 checks.run(f"{prefix} POP3 reads it back", lambda: read_over_pop3(password, token))
+                checks.run(f"{prefix} the gateway refuses EICAR (clamd)", virus_refused)
         checks.run(f"{prefix} DNSBL answers over UDP", lambda: dnsbl_listed(tcp=False))
         checks.run(f"{prefix} DNSBL answers over TCP", lambda: dnsbl_listed(tcp=True))
         checks.run(f"{prefix} DNSBL says NXDOMAIN for an unlisted address", dnsbl_not_listed)

@@ -26,7 +26,12 @@ fn template(root: &Path) -> PathBuf {
     if dir.is_dir() {
         return dir;
     }
+    // A temporary directory of its own: bootstraps running at once must not share /tmp's
+    // temporary table names.
+    let tmp = root.join("template-tmp");
+    std::fs::create_dir_all(&tmp).expect("create the bootstrap's temporary directory");
     let output = Command::new("mariadb-install-db")
+        .env("TMPDIR", &tmp)
         .arg("--no-defaults")
         .arg(format!("--datadir={}", dir.display()))
         .args([
@@ -122,6 +127,7 @@ impl Mariadb {
         let mariadbd = format!(
             "/usr/sbin/mariadbd --no-defaults --datadir={dir} --port={} --bind-address=127.0.0.1 \
              --socket={dir}/sock --pid-file={dir}/pid --log-error={dir}/error.log --user=root \
+             --tmpdir={dir} \
              --server-id={} --log-bin={dir}/binlog --skip-name-resolve \
              --innodb-buffer-pool-size=64M --innodb-log-file-size=16M \
              --innodb-flush-log-at-trx-commit=2 --skip-log-slave-updates",
