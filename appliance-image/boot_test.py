@@ -43,7 +43,7 @@ import urllib.parse
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-OUT = os.path.join(HERE, "out")
+OUT = os.environ.get("MOAT_IMAGE_OUT") or os.path.join(HERE, "out")
 
 # Host ports on this namespace's loopback, forwarded to the guest's services.
 FORWARDS = {

@@ -4,12 +4,14 @@
 #   out/moat-appliance.raw   GPT disk image booting under BIOS and UEFI: the appliance's own form,
 #                            written to a disk (dd) or attached to a VM; it keeps its data
 #   out/moat-appliance.iso   hybrid ISO (BIOS and UEFI, CD and USB) running the same system live,
-#                            for trying it; nothing it does is kept
+#                            for trying it (nothing it does is kept) or installing it onto a disk
+#                            (moat-install)
 #
-# Three stages, each timed:
+# Stages, each timed:
 #   base   mmdebstrap of packages.txt from the host's apt sources (security updates included),
 #          kept as .cache/base-KEY.tar and rebuilt only when the package list or the sources
 #          change; downloaded .debs are kept in .cache/debs and reused
+#   moat   cargo build --release --bin moat, unless MOAT_BINARY names a binary
 #   disk   the base, Moat's release binary and rootfs/ laid into ext4 and FAT file systems
 #          written straight into the partitions of the raw image (no loop device, no mount), and
 #          GRUB for both firmwares
@@ -36,6 +38,8 @@ readonly ESP_START=4096 ESP_SECTORS=131072
 readonly ROOT_START=135168
 # Free space left in the root file system of the image, in MiB; first boot grows it to the disk.
 readonly ROOT_FREE_MIB=384
+# Memory (tmpfs) the build's trees may take: the root tree and the ISO's squashfs, with room.
+readonly WORK_IN_MEMORY_MIB=4096
 
 readonly TYPE_BIOS_BOOT=21686148-6449-6E6F-744E-656564454649
 readonly TYPE_ESP=C12A7328-F81F-11D2-BA4B-00A0C93EC93B
@@ -190,11 +194,17 @@ stage_root() {
     : >"$root/etc/machine-id"
     rm -f "$root/var/lib/dbus/machine-id"
 
-    systemctl --root="$root" enable moat-firstboot.service moat-roles.service \
+    quietly systemctl --root="$root" enable moat-firstboot.service moat-roles.service \
         moat-issue.service moat-gateway.service moat-dnsbl.service moat-greylist.service \
-        clamav-freshclam.service >/dev/null 2>&1
+        clamav-freshclam.service
     # moat-firstboot does the first boot's work; systemd-firstboot would prompt on the console.
-    systemctl --root="$root" mask systemd-firstboot.service >/dev/null 2>&1
+    quietly systemctl --root="$root" mask systemd-firstboot.service
+}
+
+# Runs a command, showing its output only if it fails.
+quietly() {
+    local output
+    output=$("$@" 2>&1) || { echo "$output" >&2; die "failed: $*"; }
 }
 
 group_id() {
@@ -235,9 +245,6 @@ install_grub_bios() {
 }
 
 build_disk() {
-    work=$out/work
-    rm -rf "$work"
-    mkdir -p "$work"
     root_uuid=$(cat /proc/sys/kernel/random/uuid)
     esp_uuid=$(printf '%04X-%04X' $((RANDOM % 65536)) $((RANDOM % 65536)))
 
@@ -250,7 +257,7 @@ build_disk() {
     used_mib=$(du -s --block-size=1M --apparent-size "$root" | cut -f1)
     root_mib=$((used_mib * 115 / 100 + ROOT_FREE_MIB))
     disk_mib=$((ROOT_START * SECTOR / 1048576 + root_mib + 1))
-    local disk=$work/moat-appliance.raw
+    local disk=$out/moat-appliance.raw.tmp
     truncate -s "${disk_mib}M" "$disk"
 
     sfdisk --quiet --no-reread --no-tell-kernel "$disk" <<EOF
@@ -271,7 +278,8 @@ EOF
     dd if="$esp" of="$disk" bs="$SECTOR" seek="$ESP_START" conv=notrunc,sparse status=none
 
     # The root file system, filled from the tree as it is written (mke2fs -d).
-    mkfs.ext4 -q -F -L moat-root -U "$root_uuid" -E "offset=$((ROOT_START * SECTOR)),root_owner=0:0" \
+    mkfs.ext4 -q -F -L moat-root -U "$root_uuid" \
+        -E "offset=$((ROOT_START * SECTOR)),root_owner=0:0" \
         -d "$root" "$disk" "${root_mib}M"
 
     install_grub_bios "$disk"
@@ -301,7 +309,8 @@ menuentry 'Moat mail appliance (live: nothing is kept at shutdown)' {
     initrd /live/initrd.img
 }
 EOF
-    grub-mkrescue -o "$out/moat-appliance.iso" "$iso_root" -- -volid MOAT_LIVE 2>"$work/grub-mkrescue.log" \
+    grub-mkrescue -o "$out/moat-appliance.iso" "$iso_root" -- -volid MOAT_LIVE \
+        2>"$work/grub-mkrescue.log" \
         || { cat "$work/grub-mkrescue.log" >&2; die "grub-mkrescue failed"; }
 }
 
@@ -326,14 +335,14 @@ report() {
             $(($(stat -c %s "$file") / 1048576)) \
             $(($(stat -c %b "$file") * $(stat -c %B "$file") / 1048576))
     done
-    echo "== build: times: $(paste -sd' ' "$summary" | grep -o 'time_[a-z]*_s=[0-9]*' | paste -sd' ')"
+    echo "== build: times: $(grep -o '^time_[a-z]*_s=[0-9]*' "$summary" | paste -sd' ')"
 }
 
 main() {
     while [ $# -gt 0 ]; do
         case "$1" in
             --no-iso) build_iso=no ;;
-            -h | --help) sed -n '2,24p' "$0"; exit 0 ;;
+            -h | --help) sed -n '2,26p' "$0"; exit 0 ;;
             *) die "unknown argument '$1' (see --help)" ;;
         esac
         shift
@@ -341,7 +350,18 @@ main() {
     need_tools
     mkdir -p "$out" "$cache"
     rm -f "$out"/moat-appliance.raw "$out"/moat-appliance.iso "$out"/build-summary.txt
-    trap 'rm -rf "$out/work"' EXIT
+    # The trees are laid out in memory when there is room: on this kind of machine's disk, making
+    # the base's 25,000 files takes about 10 s, in tmpfs 1 s (and mke2fs reads them 3 times
+    # faster). MOAT_IMAGE_WORK chooses another folder.
+    local work_parent=${MOAT_IMAGE_WORK:-}
+    if [ -z "$work_parent" ]; then
+        work_parent=$out
+        local free_kib
+        free_kib=$(df --output=avail -k /dev/shm 2>/dev/null | tail -1 || echo 0)
+        [ "$free_kib" -gt $((WORK_IN_MEMORY_MIB * 1024)) ] && work_parent=/dev/shm
+    fi
+    work=$(mktemp -d "$work_parent/moat-image.XXXXXX")
+    trap 'rm -rf "$work" "$out/moat-appliance.raw.tmp"' EXIT
 
     stage base build_base
     stage moat build_moat
