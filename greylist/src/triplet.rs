@@ -480,7 +480,7 @@ mod tests {
         let plain = "alice@sender.example";
         let srs0 = "SRS0=HHH=TT=sender.example=alice@forwarder.example";
         assert_eq!(normalise_sender(srs0), plain);
-        let srs1 = "SRS1=XXX=forwarder.example==HHH=TT=sender.example=alice@second.example";
+        let srs1 = "SRS1=H2=forwarder.example==HHH=TT=sender.example=alice@second.example";
         assert_eq!(normalise_sender(srs1), plain);
         let srs_batv = "SRS0=h1=t1=sender.example=prvs=1234abcdef=alice@forwarder.example";
         assert_eq!(normalise_sender(srs_batv), plain);
