@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use moat_delivery::Quarantine;
@@ -18,6 +19,10 @@ use moat_greylist::{Greylist, GreylistSettings, SystemClock};
 
 use crate::config::{FileConfig, Overrides};
 use crate::{Failure, exit, fail};
+
+/// How long a shutdown waits for messages being received to be spooled. Well inside systemd's
+/// default stop timeout (90 s); a client cut off after it has no 250 and sends again later.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 /// `moat serve`: validates the configuration, opens the queue, binds, and serves until a
 /// signal.
@@ -97,10 +102,15 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             tracing::info!(%addr, "smtp listening");
         }
 
-        tokio::select! {
-            () = gateway.serve() => {}
-            () = shutdown_signal() => tracing::info!("shutting down"),
-        }
+        gateway
+            .serve_until(
+                async {
+                    shutdown_signal().await;
+                    tracing::info!("shutting down");
+                },
+                SHUTDOWN_GRACE,
+            )
+            .await;
         Ok(())
     })
 }

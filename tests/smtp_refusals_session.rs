@@ -1,7 +1,7 @@
 //! Refusals of the SMTP session itself, seen by a raw client over loopback: the pre-greet wait,
 //! command lines and their order, syntax, the error limit, timeouts and concurrent sessions. Each
 //! test checks the exact reply code and enhanced status code (RFC 3463), and whether the session
-//! goes on or is closed.
+//! goes on or is closed; and what a shutdown (SIGTERM) tells the sessions open at that moment.
 //!
 //! The expected codes are those of the refusal table in `gateway/src/reply.rs`. Each test starts
 //! its own `moat serve` with the one limit it needs set small, so a test takes about a second.
@@ -10,9 +10,10 @@
 
 mod common;
 
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use common::raw::{Client, SENDER, assert_reply, start};
+use common::raw::{Client, SENDER, assert_queued, assert_reply, start, wait_for_messages};
 use common::{Moat, wait_until};
 
 /// The pre-greet wait of the pre-greet tests: long enough to measure, short enough to keep the
@@ -283,6 +284,47 @@ fn a_third_session_gets_421_when_two_are_allowed_in_all() {
 
     drop(first);
     wait_for_greeting(&moat);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Shutdown
+
+#[test]
+fn on_sigterm_idle_sessions_get_421_and_a_message_being_received_is_still_spooled() {
+    let mut moat = start("");
+    let mut idle = Client::greeted(&moat);
+    let mut sending = Client::in_transaction(&moat, "user@localhost");
+    sending.expect("DATA", 354, "");
+    sending.send(b"Subject: sent across a shutdown\r\n\r\nFirst half,\r\n");
+
+    moat.terminate();
+    wait_until(
+        Duration::from_secs(10),
+        "the listening socket to close",
+        || TcpStream::connect(moat.smtp_addr).is_err(),
+    );
+
+    // A session between commands is told the service is going away (RFC 5321 section 3.8).
+    assert_reply(&idle.reply(), 421, "4.3.2");
+    idle.assert_closed();
+
+    // The message being received is finished, spooled and acknowledged; then 421.
+    sending.send(b"second half.\r\n.\r\n");
+    assert_queued(&sending.reply());
+    assert_reply(&sending.reply(), 421, "4.3.2");
+    sending.assert_closed();
+
+    let status = moat.stop().expect("moat was running");
+    assert!(status.success(), "moat serve exited with {status} after SIGTERM");
+
+    // What was answered 250 is delivered after a restart.
+    moat.restart();
+    let delivered = wait_for_messages(&moat, "user", 1);
+    let content = std::fs::read_to_string(&delivered[0]).expect("read the delivered message");
+    assert!(
+        content.contains("First half,\r\nsecond half.\r\n"),
+        "the message was cut: {content:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

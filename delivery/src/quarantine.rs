@@ -51,7 +51,7 @@ impl Quarantine {
     /// # Errors
     /// Fails when the directory cannot be created.
     pub fn open(dir: &Path) -> Result<Quarantine, SpoolError> {
-        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        queue_file::create_private_dir_all(dir).map_err(io_error("create directory", dir))?;
         Ok(Quarantine {
             dir: dir.to_path_buf(),
         })
@@ -75,7 +75,8 @@ impl Quarantine {
             detail: format!("verdict cannot be encoded: {error}"),
         })?;
         // The verdict goes first: a message file is never left without its reasons.
-        fs::write(&verdict_path, json).map_err(io_error("write", &verdict_path))?;
+        queue_file::write_private(&verdict_path, &json)
+            .map_err(io_error("write", &verdict_path))?;
         queue_file::write(
             &self.dir.join(format!(".{name}")),
             &self.dir.join(&name),

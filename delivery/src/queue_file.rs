@@ -1,8 +1,12 @@
 //! The on-disk form of a message, shared by the spool, its pickup folder and the quarantine:
 //! `MOAT-QUEUE 1\n`, the envelope as one line of JSON, then the content.
+//!
+//! Queued mail is private: its files are made 0600 and its directories 0700 whatever the umask,
+//! as Postfix keeps its queue, since the messages and their envelopes are other people's mail.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::envelope::Envelope;
@@ -10,6 +14,41 @@ use crate::spool::SpoolError;
 
 /// The first line of every queue file: a format name and version.
 const MAGIC: &[u8] = b"MOAT-QUEUE 1\n";
+
+/// The mode of every file holding queued mail or its state: owner only.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// The mode of the queue's directories: owner only.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Creates `path`, which must not exist, as a private file for writing.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)
+}
+
+/// Writes `bytes` to `path` (replacing what it held), as a private file if it is new.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?
+        .write_all(bytes)
+}
+
+/// Creates `path` and its missing parents as private directories; an existing one is kept as
+/// it is, so an operator's own modes are respected.
+pub(crate) fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+}
 
 /// Writes a message durably at `path`: into `tmp_path` first, fsync'd, then renamed, so
 /// `path` only ever holds a whole message. The caller syncs the directory of `path`.
@@ -32,11 +71,7 @@ pub(crate) fn write(
     bytes.push(b'\n');
     bytes.extend_from_slice(message);
 
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(tmp_path)
-        .map_err(io_error("create", tmp_path))?;
+    let mut file = create_private(tmp_path).map_err(io_error("create", tmp_path))?;
     file.write_all(&bytes)
         .map_err(io_error("write", tmp_path))?;
     file.sync_data().map_err(io_error("fsync", tmp_path))?;

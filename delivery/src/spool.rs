@@ -84,7 +84,7 @@ impl Spool {
         let progress = dir.join("progress");
         let pickup = dir.join("pickup");
         for path in [&tmp, &active, &progress, &pickup] {
-            fs::create_dir_all(path).map_err(io_error("create directory", path))?;
+            queue_file::create_private_dir_all(path).map_err(io_error("create directory", path))?;
         }
 
         for entry in fs::read_dir(&tmp).map_err(io_error("read directory", &tmp))? {
@@ -140,7 +140,8 @@ impl Spool {
         message: &[u8],
     ) -> Result<(), SpoolError> {
         let pickup = queue_dir.join("pickup");
-        fs::create_dir_all(&pickup).map_err(io_error("create directory", &pickup))?;
+        queue_file::create_private_dir_all(&pickup)
+            .map_err(io_error("create directory", &pickup))?;
         let name = id.to_string();
         // A dot name is never taken by the pickup, so a half-written file is never seen.
         queue_file::write(
@@ -191,7 +192,10 @@ impl Spool {
             path: path.clone(),
             detail: format!("progress cannot be encoded: {error}"),
         })?;
-        let mut file = File::create(&tmp_path).map_err(io_error("create", &tmp_path))?;
+        // A leftover of a crash between create and rename would make create_new fail.
+        let _ = fs::remove_file(&tmp_path);
+        let mut file =
+            queue_file::create_private(&tmp_path).map_err(io_error("create", &tmp_path))?;
         file.write_all(&bytes)
             .map_err(io_error("write", &tmp_path))?;
         file.sync_data().map_err(io_error("fsync", &tmp_path))?;
@@ -310,6 +314,25 @@ mod tests {
         assert_eq!(content, b"Subject: x\r\n\r\nbody\n\r\n");
         spool.remove(id).expect("remove");
         assert!(spool.list().expect("list").is_empty());
+        let _ = fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn queued_mail_is_the_owners_alone_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let dir = scratch("modes");
+        let spool = Spool::open(&dir).expect("open spool");
+        let id = QueueId::generate();
+        spool
+            .store(id, &envelope(), b"Subject: x\r\n\r\nbody\r\n")
+            .expect("store");
+
+        let mode = |path: &Path| fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        for sub in ["active", "tmp", "progress", "pickup"] {
+            assert_eq!(mode(&dir.join(sub)), 0o700, "{sub}/");
+        }
+        assert_eq!(mode(&dir.join("active").join(id.to_string())), 0o600);
         let _ = fs::remove_dir_all(&dir);
     }
 

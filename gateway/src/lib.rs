@@ -3,7 +3,7 @@
 //!
 //! A tour of the path:
 //!
-//! - [`Gateway::bind`] opens the listening sockets; [`Gateway::serve`] admits each connection
+//! - [`Gateway::bind`] opens the listening sockets; [`Gateway::serve_until`] admits each connection
 //!   within the session limits, runs the pre-greet test and greets.
 //! - A `Session` reads commands through `Inbound` (buffered reads with timeouts, replies
 //!   batched for PIPELINING) and runs each command's stage: hello, mail, rcpt, data, bdat.
@@ -28,12 +28,14 @@ mod tls;
 mod verdict;
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use moat_delivery::Queue;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 pub use auth::{
@@ -70,12 +72,15 @@ pub(crate) struct Shared {
     sessions: listener::SessionCounts,
     /// Clients that passed the pre-greet test, until when.
     pregreet_passed: Mutex<HashMap<IpAddr, Instant>>,
+    /// True once the server shuts down: sessions between commands are told 421 and closed.
+    closing: watch::Receiver<bool>,
 }
 
 /// The SMTP server: its sockets and the settings its sessions share.
 pub struct Gateway {
     shared: Arc<Shared>,
     listeners: Vec<TcpListener>,
+    closing: watch::Sender<bool>,
 }
 
 impl Gateway {
@@ -92,6 +97,7 @@ impl Gateway {
         checks: Checks,
     ) -> Result<Gateway, GatewayError> {
         let listeners = listener::bind(addrs).await?;
+        let (closing, closing_seen) = watch::channel(false);
         let shared = Arc::new(Shared {
             smtp,
             domains,
@@ -100,8 +106,13 @@ impl Gateway {
             checks,
             sessions: listener::SessionCounts::default(),
             pregreet_passed: Mutex::new(HashMap::new()),
+            closing: closing_seen,
         });
-        Ok(Gateway { shared, listeners })
+        Ok(Gateway {
+            shared,
+            listeners,
+            closing,
+        })
     }
 
     /// The addresses actually bound (useful when a port 0 was asked for).
@@ -112,12 +123,35 @@ impl Gateway {
             .collect()
     }
 
-    /// Serves every listener until the returned future is dropped.
-    pub async fn serve(self) {
-        let mut tasks = tokio::task::JoinSet::new();
+    /// Serves every listener until `shutdown` completes, then shuts down gracefully: stops
+    /// accepting, answers `421 4.3.2` to every session waiting for its next command (RFC 5321
+    /// section 3.8), and lets a message being received finish and be spooled, waiting for the
+    /// sessions up to `grace`. A session still open after that is dropped without a reply, so
+    /// its client, having no 250, sends the message again later.
+    pub async fn serve_until(self, shutdown: impl Future<Output = ()>, grace: Duration) {
+        let mut accepting = tokio::task::JoinSet::new();
         for listener in self.listeners {
-            tasks.spawn(listener::serve(Arc::clone(&self.shared), listener));
+            accepting.spawn(listener::serve(Arc::clone(&self.shared), listener));
         }
-        while tasks.join_next().await.is_some() {}
+        tokio::select! {
+            () = async { while accepting.join_next().await.is_some() {} } => return,
+            () = shutdown => {}
+        }
+
+        // Dropping the accept tasks closes the listening sockets: new clients are refused by
+        // the kernel, and try another MX.
+        drop(accepting);
+        let _ = self.closing.send(true);
+        let open = self.shared.sessions.total();
+        tracing::info!(sessions = open, grace = ?grace, "closing SMTP sessions");
+
+        let deadline = tokio::time::Instant::now() + grace;
+        while self.shared.sessions.total() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let left = self.shared.sessions.total();
+        if left > 0 {
+            tracing::warn!(sessions = left, "SMTP sessions dropped at shutdown");
+        }
     }
 }

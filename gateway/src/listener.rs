@@ -44,6 +44,13 @@ struct Admission {
     ip: IpAddr,
 }
 
+impl SessionCounts {
+    /// The sessions open now.
+    pub(crate) fn total(&self) -> usize {
+        *lock(&self.total)
+    }
+}
+
 impl Drop for Admission {
     fn drop(&mut self) {
         let counts = &self.shared.sessions;
@@ -129,6 +136,7 @@ async fn connection(
 ) {
     let hostname = shared.smtp.hostname.clone();
     let mut inbound = Inbound::new(stream, shared.smtp.command_timeout);
+    inbound.close_when(shared.closing.clone());
     let _admission = match admission {
         Ok(admission) => admission,
         Err(refusal) => {
@@ -180,6 +188,7 @@ async fn connection(
     };
     session.start_tls(info);
     let mut inbound = Inbound::new(tls, shared.smtp.command_timeout);
+    inbound.close_when(shared.closing.clone());
     run(&mut session, &mut inbound).await;
 }
 

@@ -109,6 +109,14 @@ impl Moat {
         }
     }
 
+    /// Sends SIGTERM and returns at once, so the test can watch the shutdown; [`Moat::stop`]
+    /// then reaps the process.
+    pub fn terminate(&self) {
+        if let Some(child) = &self.child {
+            send_signal(child.id(), "TERM");
+        }
+    }
+
     /// Asks Moat to stop with SIGTERM and returns its exit status (SIGKILL after 20 s).
     pub fn stop(&mut self) -> Option<ExitStatus> {
         let mut child = self.child.take()?;

@@ -19,15 +19,25 @@
 //! Deliveries are independent per recipient: the same bytes are written once per recipient, even
 //! when two recipients share a file system, because hard links would tie their mailboxes'
 //! quotas and expunges together.
+//!
+//! Messages are written 0600 and mailboxes made 0700, whatever the umask, as Postfix's local
+//! and virtual delivery agents do: a mailbox is its owner's alone.
 
 use std::fmt::Write as _;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Write as _};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::RecipientResult;
+
+/// The mode of a delivered message: readable and writable by the mailbox owner only.
+const MESSAGE_MODE: u32 = 0o600;
+
+/// The mode of a directory this transport makes.
+const DIRECTORY_MODE: u32 = 0o700;
 
 /// Tells apart files written by this process within the same microsecond, whatever the queue id.
 static DELIVERY_SEQUENCE: AtomicU64 = AtomicU64::new(0);
@@ -141,7 +151,11 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), WriteFailure> {
     // create_new: a name collision must fail loudly rather than overwrite another message.
     let mut file = at(
         path,
-        OpenOptions::new().write(true).create_new(true).open(path),
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(MESSAGE_MODE)
+            .open(path),
     )?;
     at(path, file.write_all(bytes))?;
     at(path, file.sync_all())
@@ -171,7 +185,7 @@ fn ensure_maildir(root: &Path, maildir: &Path) -> Result<(), WriteFailure> {
 
 /// Creates one directory, syncing its parent when it was created by this call.
 fn make_directory(path: &Path) -> Result<(), WriteFailure> {
-    match fs::create_dir(path) {
+    match DirBuilder::new().mode(DIRECTORY_MODE).create(path) {
         Ok(()) => {
             let parent = path.parent().unwrap_or(path);
             at(parent, sync_directory(parent))
@@ -328,6 +342,28 @@ mod tests {
         assert_eq!(fs::read(&delivered[0]).expect("read"), MESSAGE);
         assert!(files_in(&maildir.join("tmp")).is_empty());
         assert!(maildir.join("cur").is_dir());
+    }
+
+    #[test]
+    fn messages_and_mailboxes_are_the_owners_alone_whatever_the_umask() {
+        use std::os::unix::fs::PermissionsExt;
+
+        let root = TempDir::new("modes");
+        deliver(
+            &root.0,
+            "mx.example.com",
+            "Q9",
+            &["alice@example.com".into()],
+            MESSAGE,
+        );
+
+        let mode = |path: &Path| fs::metadata(path).expect("stat").permissions().mode() & 0o777;
+        let maildir = root.0.join("example.com").join("alice");
+        for directory in [maildir.clone(), maildir.join("new"), maildir.join("tmp")] {
+            assert_eq!(mode(&directory), 0o700, "{}", directory.display());
+        }
+        let delivered = files_in(&maildir.join("new"));
+        assert_eq!(mode(&delivered[0]), 0o600);
     }
 
     #[test]

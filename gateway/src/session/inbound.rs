@@ -8,6 +8,7 @@ use std::io;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::watch;
 
 use super::framing::{BareKind, BareNewline, DataFramer, DataViolation, command_line_end};
 use crate::reply::Reply;
@@ -37,6 +38,9 @@ pub enum ReadError {
     /// A bare LF or CR under the reject policy.
     #[error("bare {} received", .0.as_str())]
     Bare(BareKind),
+    /// The server is shutting down and the client was between two commands.
+    #[error("server shutting down")]
+    ShuttingDown,
     /// The socket failed.
     #[error("reading from the client failed: {0}")]
     Io(#[from] io::Error),
@@ -49,6 +53,8 @@ pub struct Inbound<S> {
     start: usize,
     output: Vec<u8>,
     write_timeout: Duration,
+    /// Becomes true when the server shuts down; a wait for the next command then ends.
+    closing: Option<watch::Receiver<bool>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
@@ -60,7 +66,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
             start: 0,
             output: Vec::with_capacity(1024),
             write_timeout,
+            closing: None,
         }
+    }
+
+    /// Ends the wait for a command with [`ReadError::ShuttingDown`] once `closing` turns true.
+    /// Content being read (DATA, BDAT) is never cut short: that transaction may still finish.
+    pub fn close_when(&mut self, closing: watch::Receiver<bool>) {
+        self.closing = Some(closing);
     }
 
     /// Gives the stream back, for the TLS handshake after STARTTLS.
@@ -210,7 +223,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
             if remaining.is_zero() {
                 return Err(ReadError::Timeout(timeout));
             }
-            self.fill(remaining).await?;
+            self.fill_unless_closing(remaining).await?;
+        }
+    }
+
+    /// [`Inbound::fill`], unless the server shuts down first.
+    async fn fill_unless_closing(&mut self, timeout: Duration) -> Result<(), ReadError> {
+        let Some(mut closing) = self.closing.clone() else {
+            return self.fill(timeout).await;
+        };
+        if *closing.borrow() {
+            return Err(ReadError::ShuttingDown);
+        }
+        // Replies are flushed before the wait, so that a shutdown cannot interrupt a write
+        // half done and leave the reply stream garbled.
+        self.flush().await?;
+        tokio::select! {
+            filled = self.fill(timeout) => filled,
+            _ = closing.wait_for(|closing| *closing) => Err(ReadError::ShuttingDown),
         }
     }
 

@@ -165,6 +165,7 @@ impl Session {
             ReadError::LineTooLong => Refusal::CommandLineTooLong,
             ReadError::Bare(kind) => Refusal::BareNewline(kind.as_str()),
             ReadError::Timeout(_) => Refusal::CommandTimeout,
+            ReadError::ShuttingDown => Refusal::ShuttingDown,
             ReadError::Closed | ReadError::Io(_) => {
                 tracing::debug!(%error, "session ended by the client");
                 self.abandon("client_gone");
