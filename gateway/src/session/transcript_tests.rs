@@ -60,6 +60,8 @@ async fn start(name: &str, policy: BareNewline) -> Transcript {
         checks: crate::Checks::default(),
         sessions: listener::SessionCounts::default(),
         pregreet_passed: Mutex::new(HashMap::new()),
+        // Never shut down: the sender half is dropped at once, and the value stays false.
+        closing: tokio::sync::watch::channel(false).1,
     });
 
     let (client, server) = duplex(64 * 1024);
