@@ -152,6 +152,21 @@ fn syntax_errors_get_501() {
 }
 
 #[test]
+fn data_rset_and_quit_with_a_parameter_get_501_and_the_transaction_goes_on() {
+    let moat = start("");
+    let mut client = Client::in_transaction(&moat, "user@localhost");
+
+    client.expect("DATA please", 501, "5.5.4");
+    client.expect("RSET now", 501, "5.5.4");
+    client.expect("QUIT later", 501, "5.5.4");
+
+    // None of them took effect: the recipient is still there, and trailing blanks are fine.
+    client.expect("DATA  ", 354, "");
+    client.send(b"Subject: still one transaction\r\n\r\nbody\r\n.\r\n");
+    assert_queued(&client.reply());
+}
+
+#[test]
 fn vrfy_gets_252() {
     let moat = start("");
     let mut client = Client::greeted(&moat);
@@ -315,7 +330,10 @@ fn on_sigterm_idle_sessions_get_421_and_a_message_being_received_is_still_spoole
     sending.assert_closed();
 
     let status = moat.stop().expect("moat was running");
-    assert!(status.success(), "moat serve exited with {status} after SIGTERM");
+    assert!(
+        status.success(),
+        "moat serve exited with {status} after SIGTERM"
+    );
 
     // What was answered 250 is delivered after a restart.
     moat.restart();

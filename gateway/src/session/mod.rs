@@ -194,12 +194,20 @@ impl Session {
             Ok(Request::Helo { host }) => Ok(self.hello(&host, false)),
             Ok(Request::Mail { from }) => self.mail(from).await,
             Ok(Request::Rcpt { to }) => self.rcpt(to, line).await,
+            // RFC 5321 section 4.1.1: DATA, RSET and QUIT take no parameter; a client sending
+            // one is confused about the protocol, and must not see its message taken.
+            Ok(Request::Data) if has_parameter(line, b"DATA") => {
+                Err(Refusal::Syntax("DATA".into()))
+            }
             Ok(Request::Data) => return self.data(inbound).await,
             Ok(Request::Bdat {
                 chunk_size,
                 is_last,
             }) => {
                 return self.bdat(inbound, chunk_size, is_last).await;
+            }
+            Ok(Request::Rset) if has_parameter(line, b"RSET") => {
+                Err(Refusal::Syntax("RSET".into()))
             }
             Ok(Request::Rset) => {
                 self.abandon("rset");
@@ -221,6 +229,9 @@ impl Session {
                 Err(Refusal::StartTlsParameter)
             }
             Ok(Request::StartTls) => return self.starttls(inbound),
+            Ok(Request::Quit) if has_parameter(line, b"QUIT") => {
+                Err(Refusal::Syntax("QUIT".into()))
+            }
             Ok(Request::Quit) => {
                 self.abandon("quit");
                 inbound.reply(&Reply::new(221, "2.0.0", "Bye"));
@@ -445,6 +456,15 @@ fn starts_with_command(line: &[u8], name: &[u8]) -> bool {
     line.len() > name.len()
         && line[..name.len()].eq_ignore_ascii_case(name)
         && line[name.len()].is_ascii_whitespace()
+}
+
+/// Whether a command line that should be the bare verb `name` carries anything after it.
+/// Trailing spaces are tolerated, as Postfix does.
+fn has_parameter(line: &[u8], name: &[u8]) -> bool {
+    line.get(name.len()..)
+        .unwrap_or_default()
+        .iter()
+        .any(|&octet| !matches!(octet, b' ' | b'\t' | b'\r' | b'\n'))
 }
 
 /// Finds a size the parser would misread: a BDAT chunk size or a MAIL `SIZE=` value with more
