@@ -47,6 +47,11 @@ fn another_domain_is_relay_denied_with_554() {
 
     client.expect("RCPT TO:<rcpt@other.example>", 554, "5.7.1");
     client.expect("RCPT TO:<rcpt@localhost.other.example>", 554, "5.7.1");
+
+    // An address literal is valid syntax naming a host that is none of our domains.
+    client.expect("RCPT TO:<rcpt@[192.0.2.1]>", 554, "5.7.1");
+    client.expect("RCPT TO:<rcpt@[IPv6:2001:db8::1]>", 554, "5.7.1");
+    client.expect("RCPT TO:<rcpt@[192.0.2.999]>", 501, "5.1.3");
 }
 
 #[test]

@@ -189,6 +189,7 @@ impl Session {
 
         let answer = match Request::parse(&mut line.iter()) {
             Err(_) if starts_with_command(line, b"BDAT") => Err(Refusal::BadChunkSize),
+            Err(smtp_proto::Error::InvalidRecipientAddress) => Err(self.unparsed_rcpt(line)),
             Err(error) => Err(parse_refusal(error)),
             Ok(Request::Ehlo { host }) => Ok(self.hello(&host, true)),
             Ok(Request::Helo { host }) => Ok(self.hello(&host, false)),

@@ -2,6 +2,7 @@
 //! greylist lets it through.
 
 use std::borrow::Cow;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use moat_greylist::TripletRequest;
 use smtp_proto::RcptTo;
@@ -126,5 +127,67 @@ impl Session {
             return Err(Refusal::Greylisted(reply));
         }
         Ok(decision.header(greylist.hostname()))
+    }
+
+    /// Answers a RCPT line the parser could not read. The parser takes no address literal
+    /// (`user@[192.0.2.1]`), which is valid syntax (RFC 5321 section 4.1.3) naming a host that
+    /// is not one of our domains: such a path is refused as relaying, as Postfix does, and
+    /// anything else as bad syntax.
+    pub(super) fn unparsed_rcpt(&self, line: &[u8]) -> Refusal {
+        if self.transaction.is_none() {
+            return Refusal::BadSequence("need MAIL command");
+        }
+        match address_literal_path(line) {
+            Some(path) => Refusal::RelayDenied(path),
+            None => Refusal::BadForwardPath,
+        }
+    }
+}
+
+/// The forward-path of `RCPT TO:<local@[literal]>` when the literal is a well-formed IPv4 or
+/// IPv6 address literal (RFC 5321 section 4.1.3).
+fn address_literal_path(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?;
+    let path = &line[line.find('<')? + 1..line.rfind('>')?];
+    let (local, domain) = path.rsplit_once('@')?;
+    if local.is_empty() || local.chars().any(char::is_control) {
+        return None;
+    }
+    let literal = domain.strip_prefix('[')?.strip_suffix(']')?;
+    let well_formed = match literal.get(..5) {
+        Some(tag) if tag.eq_ignore_ascii_case("IPv6:") => literal[5..].parse::<Ipv6Addr>().is_ok(),
+        _ => literal.parse::<Ipv4Addr>().is_ok(),
+    };
+    well_formed.then(|| path.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::address_literal_path;
+
+    #[test]
+    fn reads_well_formed_address_literals_only() {
+        for (line, path) in [
+            ("RCPT TO:<a@[192.0.2.1]>\r\n", Some("a@[192.0.2.1]")),
+            (
+                "RCPT TO:<a@[IPv6:2001:db8::1]>\r\n",
+                Some("a@[IPv6:2001:db8::1]"),
+            ),
+            (
+                "rcpt to:<a@[ipv6:::1]> NOTIFY=NEVER\r\n",
+                Some("a@[ipv6:::1]"),
+            ),
+            ("RCPT TO:<a@[192.0.2.300]>\r\n", None),
+            ("RCPT TO:<a@[2001:db8::1]>\r\n", None),
+            ("RCPT TO:<@[192.0.2.1]>\r\n", None),
+            ("RCPT TO:<a@example.com>\r\n", None),
+            ("RCPT TO:a@[192.0.2.1]\r\n", None),
+        ] {
+            assert_eq!(
+                address_literal_path(line.as_bytes()).as_deref(),
+                path,
+                "{line}"
+            );
+        }
     }
 }
