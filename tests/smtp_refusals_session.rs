@@ -167,6 +167,20 @@ fn data_rset_and_quit_with_a_parameter_get_501_and_the_transaction_goes_on() {
 }
 
 #[test]
+fn a_command_that_is_not_utf8_gets_500_even_with_smtputf8() {
+    let moat = start("");
+    let mut client = Client::greeted(&moat);
+    client.expect("MAIL FROM:<sender@example.org> SMTPUTF8", 250, "2.1.0");
+
+    // \xff never occurs in UTF-8; \xc3 alone starts a sequence that does not end.
+    for bad in [&b"RCPT TO:<\xff@localhost>\r\n"[..], b"RCPT TO:<caf\xc3@localhost>\r\n"] {
+        client.send(bad);
+        assert_reply(&client.reply(), 500, "5.5.2");
+    }
+    client.expect("RCPT TO:<caf\u{e9}@localhost>", 250, "2.1.5");
+}
+
+#[test]
 fn vrfy_gets_252() {
     let moat = start("");
     let mut client = Client::greeted(&moat);

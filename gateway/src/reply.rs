@@ -85,6 +85,8 @@ pub enum Refusal {
     BareNewline(&'static str),
     /// A command the server does not know.
     UnknownCommand,
+    /// A command line that is not valid UTF-8 (RFC 6531 section 3.3 allows UTF-8 only).
+    BadUtf8,
     /// A command the server knows but does not offer (AUTH, ETRN, EXPN, ...).
     NotImplemented(&'static str),
     /// A command out of order, such as RCPT before MAIL.
@@ -163,6 +165,7 @@ impl Refusal {
             Refusal::CommandLineTooLong => "command_line_too_long",
             Refusal::BareNewline(_) => "bare_newline",
             Refusal::UnknownCommand => "unknown_command",
+            Refusal::BadUtf8 => "bad_utf8",
             Refusal::NotImplemented(_) => "not_implemented",
             Refusal::BadSequence(_) => "bad_sequence",
             Refusal::Syntax(_) => "syntax",
@@ -224,6 +227,7 @@ impl Refusal {
                 Reply::new(521, "5.5.2", format!("{host} Error: bare {which} received"))
             }
             Refusal::UnknownCommand => Reply::new(500, "5.5.2", "Error: command not recognized"),
+            Refusal::BadUtf8 => Reply::new(500, "5.5.2", "Error: bad UTF-8 syntax"),
             Refusal::NotImplemented(command) => {
                 Reply::new(502, "5.5.1", format!("Error: {command} not implemented"))
             }

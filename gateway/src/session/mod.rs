@@ -187,6 +187,12 @@ impl Session {
             return self.refuse(inbound, refusal);
         }
 
+        // Addresses, HELO names and parameters are UTF-8 or nothing (RFC 6531 section 3.3); the
+        // parser would otherwise fold invalid octets into U+FFFD and deliver to that mailbox.
+        if std::str::from_utf8(line).is_err() {
+            return self.refuse(inbound, Refusal::BadUtf8);
+        }
+
         let answer = match Request::parse(&mut line.iter()) {
             Err(_) if starts_with_command(line, b"BDAT") => Err(Refusal::BadChunkSize),
             Err(smtp_proto::Error::InvalidRecipientAddress) => Err(self.unparsed_rcpt(line)),
