@@ -173,7 +173,10 @@ fn a_command_that_is_not_utf8_gets_500_even_with_smtputf8() {
     client.expect("MAIL FROM:<sender@example.org> SMTPUTF8", 250, "2.1.0");
 
     // \xff never occurs in UTF-8; \xc3 alone starts a sequence that does not end.
-    for bad in [&b"RCPT TO:<\xff@localhost>\r\n"[..], b"RCPT TO:<caf\xc3@localhost>\r\n"] {
+    for bad in [
+        &b"RCPT TO:<\xff@localhost>\r\n"[..],
+        b"RCPT TO:<caf\xc3@localhost>\r\n",
+    ] {
         client.send(bad);
         assert_reply(&client.reply(), 500, "5.5.2");
     }
