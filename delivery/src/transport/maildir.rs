@@ -53,8 +53,8 @@ static DELIVERY_SEQUENCE: AtomicU64 = AtomicU64::new(0);
 /// This function blocks on file I/O and fsync; call it from `spawn_blocking`.
 ///
 /// An I/O error (a full disk, a missing permission) gives [`RecipientResult::Deferred`] with a
-/// reason naming the path; an address that cannot name a directory gives
-/// [`RecipientResult::Failed`].
+/// reason naming the path; an address that cannot name a directory (empty parts, or a name
+/// longer than the file system allows) gives [`RecipientResult::Failed`].
 pub fn deliver(
     root: &Path,
     hostname: &str,
@@ -89,6 +89,17 @@ fn deliver_one(
         Ok(path) => RecipientResult::Delivered {
             reply: format!("250 2.0.0 delivered to maildir {}", path.display()),
         },
+        // A name over the file system's limit (255 octets a component) will be as long on
+        // every retry: the address cannot have a mailbox here, so it fails at once.
+        Err(failure) if failure.source.kind() == io::ErrorKind::InvalidFilename => {
+            RecipientResult::Failed {
+                reason: format!(
+                    "5.1.3 maildir: the recipient's mailbox name is too long for the file system: \
+                     {}",
+                    failure.path.display()
+                ),
+            }
+        }
         Err(failure) => RecipientResult::Deferred {
             reason: format!(
                 "{} maildir write failed: {}: {}",
@@ -364,6 +375,18 @@ mod tests {
         }
         let delivered = files_in(&maildir.join("new"));
         assert_eq!(mode(&delivered[0]), 0o600);
+    }
+
+    #[test]
+    fn a_mailbox_name_over_the_file_system_limit_fails_at_once() {
+        let root = TempDir::new("long");
+        let long_local = format!("{}@example.com", "a".repeat(300));
+        let results = deliver(&root.0, "mx.example.com", "Q8", &[long_local], MESSAGE);
+
+        assert!(
+            matches!(&results[..], [RecipientResult::Failed { reason }] if reason.starts_with("5.1.3")),
+            "{results:?}"
+        );
     }
 
     #[test]
