@@ -7,6 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::Instrument;
@@ -16,6 +17,10 @@ use crate::received::TlsInfo;
 use crate::reply::{Refusal, Reply};
 use crate::session::inbound::Inbound;
 use crate::session::{Next, Session};
+
+/// Connections the kernel queues for each listener before they are accepted (tokio's own
+/// default).
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// Why the gateway could not start listening.
 #[derive(Debug, thiserror::Error)]
@@ -99,12 +104,26 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub async fn bind(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>, GatewayError> {
     let mut listeners = Vec::with_capacity(addrs.len());
     for &addr in addrs {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| GatewayError::Bind { addr, source })?;
+        let listener = bind_one(addr).map_err(|source| GatewayError::Bind { addr, source })?;
         listeners.push(listener);
     }
     Ok(listeners)
+}
+
+/// Binds one listening socket. An IPv6 socket takes IPv6 only, as Postfix binds with
+/// `inet_protocols = all`: `[::]:25` and `0.0.0.0:25` can then both be listed, and an IPv4
+/// client is never seen as an IPv4-mapped IPv6 address.
+fn bind_one(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    // A restart must not wait for the old sockets' TIME_WAIT to end.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    TcpListener::from_std(socket.into())
 }
 
 /// Accepts connections on one listener until the task is dropped.
@@ -119,6 +138,9 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: TcpListener) {
                 continue;
             }
         };
+        // Should an IPv4-mapped address ever arrive, it is judged by its IPv4 form: DNSBLs and
+        // the greylist key on it.
+        let client = SocketAddr::new(client.ip().to_canonical(), client.port());
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok();
         let span = tracing::debug_span!("smtp", client = %client, server = ?local);
@@ -247,5 +269,21 @@ async fn passes_pregreet(shared: &Shared, ip: IpAddr, inbound: &mut Inbound<TcpS
             tracing::debug!(%error, "client left before the greeting");
             false
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Binding the wildcards themselves would listen beyond loopback; the option that lets
+    // `[::]:25` sit beside `0.0.0.0:25` is checked instead.
+    #[tokio::test]
+    async fn an_ipv6_listener_takes_ipv6_only() {
+        let listener = bind_one("[::1]:0".parse().expect("address")).expect("bind [::1]");
+
+        let only_v6 = socket2::SockRef::from(&listener).only_v6();
+
+        assert!(matches!(only_v6, Ok(true)), "IPV6_V6ONLY: {only_v6:?}");
     }
 }
