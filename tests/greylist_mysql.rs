@@ -2,8 +2,10 @@
 //! started by the test from their own data directories on loopback ports.
 //!
 //! Covers where keys are placed, reads from the replica and the fall back to the primary, a
-//! shard going down and coming back, two nodes racing on one new triplet, bulk expiry by
-//! dropping daily partitions, and `moat greylist policy` keeping state across a restart.
+//! lagging replica (its records are checked before a write relies on them), a shard going down
+//! and coming back, two nodes racing on one new triplet (with and without a replica), the
+//! auto-whitelist read with the triplet or from another shard, bulk expiry by dropping daily
+//! partitions, and `moat greylist policy` keeping state across a restart.
 
 mod common;
 
@@ -354,12 +356,189 @@ fn moat_restart_keeps_state_in_the_shards_and_the_schema_is_made_once() {
         action.starts_with("PREPEND X-Greylist: delayed "),
         "{action}"
     );
+    // A triplet on every shard, so that each has made its schema whatever ran before.
+    for shard in 0..SHARDS.len() {
+        let sender = sender_on(shard, "restart-schema");
+        let mail = postfix_request("192.0.2.10", &sender, "bob@rcpt.example", "2");
+        assert!(moat.client().ask(&mail).starts_with("DEFER_IF_PERMIT"));
+    }
     for server in &cluster().primaries {
         assert_eq!(
             server.sql("SELECT GROUP_CONCAT(version) FROM moat.moat_greylist_schema"),
             "1"
         );
     }
+}
+
+/// A sender whose triplet (client 192.0.2.10) lands on `shard`.
+fn sender_on(shard: usize, stem: &str) -> String {
+    let placement = Placement::new(&SHARDS.map(str::to_owned));
+    (0..)
+        .map(|i| format!("{stem}{i}x@sender.example"))
+        .find(|s| {
+            let triplet = Triplet::from_request(&request(s), &Default::default());
+            placement.shard_of(&triplet.key()) == shard
+        })
+        .expect("some sender lands on every shard")
+}
+
+/// Waits until alpha's replica holds the triplet's row, then runs `statements` on the
+/// replica alone (not logged, so the primary never sees them): a replica that lags.
+fn diverge_replica(sender: &str, statements: &str) {
+    let cluster = cluster();
+    wait_for(
+        || rows(&cluster.replica, sender) == 1,
+        "the row to replicate",
+    );
+    cluster.replica.sql(&format!(
+        "SET SESSION sql_log_bin = 0; {}",
+        statements.replace("{sender}", sender)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_racing_on_a_new_triplet_of_a_replicated_shard_leave_one_row() {
+    // Shard alpha reads from its replica, so these writes are the checked ones.
+    let sender = sender_on(0, "replicarace");
+    let section = cluster_section_with_delay("auto_whitelist_clients = 0", "1h");
+    let (node_a, node_b) = (
+        Arc::new(open_greylist(&section).await),
+        Arc::new(open_greylist(&section).await),
+    );
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let node = Arc::clone(if i % 2 == 0 { &node_a } else { &node_b });
+        let sender = sender.clone();
+        tasks.push(tokio::spawn(
+            async move { node.check(&request(&sender)).await },
+        ));
+    }
+    for task in tasks {
+        let decision = task.await.expect("join");
+        assert!(is_defer(&decision), "{decision:?}");
+    }
+    assert_eq!(rows(&cluster().primaries[0], &sender), 1);
+    let failed =
+        node_a.metrics().total(Outcome::StoreFailed) + node_b.metrics().total(Outcome::StoreFailed);
+    assert_eq!(failed, 0, "a race is not a store failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lagging_replica_cannot_let_a_triplet_pass_early() {
+    let section = cluster_section_with_delay("auto_whitelist_clients = 0", "1h");
+    let greylist = open_greylist(&section).await;
+    let sender = sender_on(0, "lagpass");
+    assert!(is_defer(&greylist.check(&request(&sender)).await));
+
+    // The replica shows a first attempt 90 minutes old, which would pass; the primary's
+    // is from just now.
+    diverge_replica(
+        &sender,
+        "UPDATE moat.greylist_triplets SET first_seen = first_seen - 5400
+         WHERE triplet LIKE '%{sender}%'",
+    );
+    let decision = greylist.check(&request(&sender)).await;
+    assert!(
+        is_defer(&decision),
+        "the primary's record decides: {decision:?}"
+    );
+    let primary = &cluster().primaries[0];
+    let passed = primary.sql(&format!(
+        "SELECT passed FROM moat.greylist_triplets WHERE triplet LIKE '%{sender}%'"
+    ));
+    assert_eq!(
+        passed, "0",
+        "no pass may be written from the replica's record"
+    );
+    assert_eq!(rows(primary, &sender), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_missing_a_record_does_not_restart_its_round() {
+    let section = cluster_section_with_delay("auto_whitelist_clients = 0", "1h");
+    let greylist = open_greylist(&section).await;
+    let sender = sender_on(0, "lagmissing");
+    assert!(is_defer(&greylist.check(&request(&sender)).await));
+
+    // The primary's record is yesterday's row, 90 minutes old: the retry passes. The replica
+    // has not seen it yet, so it reads as a new triplet, whose write must not shadow it.
+    diverge_replica(
+        &sender,
+        "DELETE FROM moat.greylist_triplets WHERE triplet LIKE '%{sender}%'",
+    );
+    let primary = &cluster().primaries[0];
+    primary.sql(&format!(
+        "SET SESSION sql_log_bin = 0;
+         UPDATE moat.greylist_triplets SET day = day - 1, first_seen = first_seen - 5400,
+            last_seen = last_seen - 5400 WHERE triplet LIKE '%{sender}%'"
+    ));
+    let decision = greylist.check(&request(&sender)).await;
+    let Decision::Pass { delayed } = decision else {
+        panic!("the primary's record says the retry passes: {decision:?}");
+    };
+    assert!(
+        (5_400..5_400 + 60).contains(&delayed.as_secs()),
+        "{delayed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whitelisted_client_passes_whether_its_triplet_is_on_its_shard_or_another() {
+    let greylist = open_greylist(&cluster_section_with_delay("", "1h")).await;
+    let placement = Placement::new(&SHARDS.map(str::to_owned));
+    let grouping = Default::default();
+    // A client network on shard bravo, which has no replica, counted five times already.
+    let (client_ip, client_key) = (1..)
+        .map(|i| format!("2001:db8:{i:x}::25"))
+        .map(|ip| {
+            let network = Triplet::from_request(
+                &TripletRequest::new(
+                    ip.parse().expect("ip"),
+                    "a@sender.example",
+                    "b@rcpt.example",
+                ),
+                &grouping,
+            )
+            .client;
+            (ip, network)
+        })
+        .find(|(_, network)| placement.shard_of(network.as_bytes()) == 1)
+        .expect("some network lands on bravo");
+    // A first request to bravo makes its schema.
+    greylist
+        .check(&request(&sender_on(1, "bravo-schema")))
+        .await;
+    cluster().primaries[1].sql(&format!(
+        "INSERT INTO moat.greylist_clients VALUES ('{client_key}', UNIX_TIMESTAMP() DIV 86400,
+         5, UNIX_TIMESTAMP(), UNIX_TIMESTAMP())"
+    ));
+
+    let mut shards_seen = [false; 3];
+    for i in 0..30 {
+        let mail = TripletRequest::new(
+            client_ip.parse().expect("ip"),
+            format!("whitelisted{i}x@sender.example"),
+            "bob@rcpt.example",
+        );
+        let triplet = Triplet::from_request(&mail, &grouping);
+        shards_seen[placement.shard_of(&triplet.key())] = true;
+        let known = Decision::PassAtOnce {
+            because: Known::AutoWhitelistedClient,
+        };
+        assert_eq!(greylist.check(&mail).await, known);
+    }
+    assert_eq!(
+        shards_seen, [true; 3],
+        "triplets on bravo and on the others"
+    );
+
+    // A network without a record is greylisted as usual.
+    let stranger = TripletRequest::new(
+        "2001:db8:ffff::25".parse().expect("ip"),
+        "stranger@sender.example",
+        "bob@rcpt.example",
+    );
+    assert!(is_defer(&greylist.check(&stranger).await));
 }
 
 fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {

@@ -5,10 +5,12 @@
 //!
 //! - `embedded`: one redb file in the data directory, written by one thread in group commits.
 //! - `mysql`: shards chosen by rendezvous hashing (`placement`), each a primary with optional
-//!   read replicas, the rule applied through conflict-safe upserts at the shard's clock.
+//!   read replicas, the rule applied through conflict-safe upserts at the shard's clock;
+//!   `mysql_schema` keeps their tables and daily partitions.
 
 pub mod embedded;
 pub mod mysql;
+mod mysql_schema;
 pub mod placement;
 
 use std::future::Future;
@@ -70,7 +72,8 @@ pub trait Store: Send + Sync + 'static {
     fn shard_of(&self, triplet: &Triplet) -> usize;
 
     /// Decides one attempt of `triplet` by `rules` at the store's clock and writes what
-    /// changed: the client's auto-whitelist record first, then the triplet's.
+    /// changed: the client's auto-whitelist record and the triplet's, each in its own
+    /// transaction (where they live on two MySQL shards, both at once).
     ///
     /// # Errors
     /// [`StoreError`] when a shard cannot be read or written; nothing is decided then.

@@ -1,13 +1,24 @@
 //! MySQL shards: records placed by rendezvous hash, read from replicas, written to primaries
-//! through conflict-safe upserts, expired by dropping whole daily partitions.
+//! through conflict-safe upserts at the shard's clock.
 //!
-//! Each record is keyed by its key and the day (by the shard's clock) it was written, and
-//! tables are partitioned by that day. A lookup takes the newest row of a key; a write goes to
-//! today's row, merging with a concurrent writer's (`INSERT ... ON DUPLICATE KEY UPDATE` that
-//! keeps the earliest first-seen, the latest last-seen, and a pass once made). So two gateway
-//! nodes seeing one new triplet at the same instant leave one row, and old rows go when their
-//! day's partition is dropped, with no row-by-row delete. Known records are rewritten at most
-//! daily (see `LAST_SEEN_REFRESH`), so the common case of a known triplet is one replica read.
+//! Each record is keyed by its key and the day (by the shard's clock) it was written; the
+//! tables are partitioned by that day (see `mysql_schema`). A lookup takes the newest row of a
+//! key; a write goes to today's row, merging with a concurrent writer's (`INSERT ... ON
+//! DUPLICATE KEY UPDATE` that keeps the earliest first-seen, the latest last-seen, and a pass
+//! once made). So two gateway nodes seeing one new triplet at the same instant leave one row.
+//!
+//! One attempt costs as few round trips as keep that true:
+//!
+//! - One read per shard involved, sent at once: the triplet's record, the client's record when
+//!   it lives on the same shard, and the shard's clock come back from one statement. A replica
+//!   answers where there is one. Known triplets and early retries end here, since known records
+//!   are rewritten at most daily (see `LAST_SEEN_REFRESH`).
+//! - Otherwise one write per record that changed, sent at once. When the read came from the
+//!   primary, a plain upsert. When it came from a replica, which may lag, the upsert is made
+//!   only if the primary's newest record is still the one the replica showed, checked in the
+//!   same statement; `RETURNING` says whether it was made.
+//! - Only when that check fails (a lagging replica, or another node writing first) is the
+//!   attempt decided again from the primaries and written, as before.
 //!
 //! Every time comes from the triplet's shard (`UNIX_TIMESTAMP()` in the same query as the
 //! read), so gateway nodes with skewed clocks agree.
@@ -20,6 +31,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use tokio::sync::OnceCell;
 
+use super::mysql_schema::{self, DDL_LOCK, TABLES, day_of};
 use super::placement::Placement;
 use super::{Store, StoreError, StoreFuture};
 use crate::config::ShardSettings;
@@ -29,60 +41,106 @@ use crate::triplet::Triplet;
 /// How long a replica may take before the primary is asked instead.
 pub const REPLICA_TIMEOUT: Duration = Duration::from_millis(300);
 
-/// Days of partitions made ahead of today, so a maintenance run that is late costs nothing.
-const DAYS_AHEAD: i64 = 3;
+/// InnoDB's "deadlock found": two upserts of one new key took their locks in opposite orders
+/// and this one was rolled back. Retrying it is InnoDB's own advice.
+const ER_LOCK_DEADLOCK: u16 = 1213;
 
-/// The schema's versions, applied in order; the number of entries applied is kept in
-/// `moat_greylist_schema`. Append, never edit.
-const MIGRATIONS: &[&[&str]] = &[&[
-    "CREATE TABLE IF NOT EXISTS greylist_triplets (
-        triplet VARBINARY(1024) NOT NULL,
-        day INT NOT NULL,
-        first_seen BIGINT NOT NULL,
-        last_seen BIGINT NOT NULL,
-        passed TINYINT NOT NULL,
-        PRIMARY KEY (triplet, day)
-    ) ENGINE=InnoDB PARTITION BY RANGE (day) (PARTITION p_future VALUES LESS THAN MAXVALUE)",
-    "CREATE TABLE IF NOT EXISTS greylist_clients (
-        client VARBINARY(400) NOT NULL,
-        day INT NOT NULL,
-        passes INT NOT NULL,
-        last_counted BIGINT NOT NULL,
-        last_seen BIGINT NOT NULL,
-        PRIMARY KEY (client, day)
-    ) ENGINE=InnoDB PARTITION BY RANGE (day) (PARTITION p_future VALUES LESS THAN MAXVALUE)",
-]];
+/// The shard's clock, the newest triplet record, and the newest client record when the client
+/// lives on the same shard (its parameter is NULL otherwise). Each record comes as its columns
+/// joined by commas, the form the checked upserts compare: scalar subqueries need no temporary
+/// table, where joining derived tables made three per read.
+const READ_STATE: &str = "SELECT UNIX_TIMESTAMP(),
+    (SELECT CONCAT_WS(',', first_seen, last_seen, passed) FROM greylist_triplets
+        WHERE triplet = ? ORDER BY day DESC LIMIT 1),
+    (SELECT CONCAT_WS(',', passes, last_counted, last_seen) FROM greylist_clients
+        WHERE client = ? ORDER BY day DESC LIMIT 1)";
 
-/// The partitioned tables.
-const TABLES: [&str; 2] = ["greylist_triplets", "greylist_clients"];
-
-const READ_TRIPLET: &str = "SELECT UNIX_TIMESTAMP(), t.first_seen, t.last_seen, t.passed
-    FROM (SELECT 1) AS one LEFT JOIN (
-        SELECT first_seen, last_seen, passed FROM greylist_triplets
-        WHERE triplet = ? ORDER BY day DESC LIMIT 1) AS t ON TRUE";
-
+/// A client's newest record, where it lives on another shard than its triplet.
 const READ_CLIENT: &str = "SELECT passes, last_counted, last_seen FROM greylist_clients
     WHERE client = ? ORDER BY day DESC LIMIT 1";
 
-/// The merge of two writers: a new round only when the stored one is past its retry window
-/// and never passed; otherwise the earliest first attempt, and a pass once made stays.
-const UPSERT_TRIPLET: &str = "INSERT INTO greylist_triplets
-    (triplet, day, first_seen, last_seen, passed) VALUES (?, ?, ?, ?, ?)
-    ON DUPLICATE KEY UPDATE
-        first_seen = IF(passed = 0 AND VALUES(first_seen) > first_seen + ?,
-                        VALUES(first_seen), LEAST(first_seen, VALUES(first_seen))),
-        passed = GREATEST(passed, VALUES(passed)),
-        last_seen = GREATEST(last_seen, VALUES(last_seen))";
+/// The merge of two triplet writers: a new round only when the stored one is past its retry
+/// window and never passed; otherwise the earliest first attempt, and a pass once made stays.
+/// Its one parameter is the retry window.
+macro_rules! merge_triplet {
+    () => {
+        "ON DUPLICATE KEY UPDATE
+            first_seen = IF(passed = 0 AND VALUES(first_seen) > first_seen + ?,
+                            VALUES(first_seen), LEAST(first_seen, VALUES(first_seen))),
+            passed = GREATEST(passed, VALUES(passed)),
+            last_seen = GREATEST(last_seen, VALUES(last_seen))"
+    };
+}
 
-const UPSERT_CLIENT: &str = "INSERT INTO greylist_clients
-    (client, day, passes, last_counted, last_seen) VALUES (?, ?, ?, ?, ?)
-    ON DUPLICATE KEY UPDATE
-        passes = GREATEST(passes, VALUES(passes)),
-        last_counted = GREATEST(last_counted, VALUES(last_counted)),
-        last_seen = GREATEST(last_seen, VALUES(last_seen))";
+/// The merge of two client writers: counts and times only grow.
+macro_rules! merge_client {
+    () => {
+        "ON DUPLICATE KEY UPDATE
+            passes = GREATEST(passes, VALUES(passes)),
+            last_counted = GREATEST(last_counted, VALUES(last_counted)),
+            last_seen = GREATEST(last_seen, VALUES(last_seen))"
+    };
+}
 
-/// A triplet lookup's row: the shard's clock, then the newest record's columns if any.
-type TripletRow = (u64, Option<u64>, Option<u64>, Option<u8>);
+const UPSERT_TRIPLET: &str = concat!(
+    "INSERT INTO greylist_triplets (triplet, day, first_seen, last_seen, passed)
+    VALUES (?, ?, ?, ?, ?) ",
+    merge_triplet!()
+);
+
+/// [`UPSERT_TRIPLET`] made only if the newest record is still the expected one (its columns
+/// joined by commas, NULL for none); a row comes back only when the write was made.
+const CHECKED_UPSERT_TRIPLET: &str = concat!(
+    "INSERT INTO greylist_triplets (triplet, day, first_seen, last_seen, passed)
+    SELECT ?, ?, ?, ?, ? FROM DUAL
+    WHERE (SELECT CONCAT_WS(',', first_seen, last_seen, passed) FROM greylist_triplets
+        WHERE triplet = ? ORDER BY day DESC LIMIT 1) <=> ? ",
+    merge_triplet!(),
+    " RETURNING passed"
+);
+
+const UPSERT_CLIENT: &str = concat!(
+    "INSERT INTO greylist_clients (client, day, passes, last_counted, last_seen)
+    VALUES (?, ?, ?, ?, ?) ",
+    merge_client!()
+);
+
+/// [`UPSERT_CLIENT`] made only if the newest record is still the expected one.
+const CHECKED_UPSERT_CLIENT: &str = concat!(
+    "INSERT INTO greylist_clients (client, day, passes, last_counted, last_seen)
+    SELECT ?, ?, ?, ?, ? FROM DUAL
+    WHERE (SELECT CONCAT_WS(',', passes, last_counted, last_seen) FROM greylist_clients
+        WHERE client = ? ORDER BY day DESC LIMIT 1) <=> ? ",
+    merge_client!(),
+    " RETURNING passes"
+);
+
+/// A [`READ_STATE`] row: the shard's clock, the triplet's and the client's columns.
+type StateRow = (u64, Option<String>, Option<String>);
+
+/// Where a read may be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadFrom {
+    /// A replica if the shard has one that answers in time, else the primary.
+    Replica,
+    /// The primary, which no lag can mislead.
+    Primary,
+}
+
+/// A record as read, and whether a primary said it (so that a write may rely on it unchecked).
+#[derive(Debug, Clone, Copy)]
+struct Seen<T> {
+    record: Option<T>,
+    from_primary: bool,
+}
+
+/// What the shards said of one attempt.
+struct Observation {
+    /// The triplet shard's clock.
+    now: u64,
+    triplet: Seen<TripletRecord>,
+    client: Seen<ClientRecord>,
+}
 
 /// One shard: a primary for writes and authoritative reads, replicas for the rest.
 struct Shard {
@@ -97,6 +155,15 @@ struct Shard {
 pub struct MysqlStore {
     shards: Vec<Arc<Shard>>,
     placement: Placement,
+}
+
+/// The keys one attempt touches and the shards that hold them.
+struct Attempt<'a> {
+    triplet_key: Vec<u8>,
+    triplet_shard: &'a Shard,
+    /// The client's key and shard; `None` when the auto-whitelist is off.
+    client: Option<(&'a [u8], &'a Shard)>,
+    rules: &'a Rules,
 }
 
 impl MysqlStore {
@@ -148,41 +215,90 @@ impl MysqlStore {
         triplet: &Triplet,
         rules: &Rules,
     ) -> Result<Verdict, StoreError> {
-        let (triplet_key, client_key) = (triplet.key(), triplet.client_key());
-        let (triplet_shard, client_shard) = (self.shard(&triplet_key), self.shard(client_key));
-
-        // A replica read settles most requests: known triplets, early retries.
-        let (now, triplet_record) = triplet_shard.read_triplet(&triplet_key, true).await?;
-        let client_record = if rules.auto_whitelist_after > 0 {
-            client_shard.read_client(client_key, true).await?
-        } else {
-            None
+        let triplet_key = triplet.key();
+        let client_key = triplet.client_key();
+        let attempt = Attempt {
+            triplet_shard: self.shard(&triplet_key),
+            triplet_key,
+            client: (rules.auto_whitelist_after > 0).then(|| (client_key, self.shard(client_key))),
+            rules,
         };
+
+        // Known triplets and early retries end with this read.
+        let seen = attempt.observe(ReadFrom::Replica).await?;
         let (verdict, client_update, triplet_update) =
-            rules.decide(client_record, triplet_record, now);
+            rules.decide(seen.client.record, seen.triplet.record, seen.now);
         if client_update.is_none() && triplet_update.is_none() {
             return Ok(verdict);
         }
+        if attempt.write(&seen, client_update, triplet_update).await? {
+            return Ok(verdict);
+        }
 
-        // A write: decide again from the primaries, which a lagging replica cannot mislead.
-        let (now, triplet_record) = triplet_shard.read_triplet(&triplet_key, false).await?;
-        let client_record = if rules.auto_whitelist_after > 0 {
-            client_shard.read_client(client_key, false).await?
-        } else {
-            None
-        };
+        // A replica was behind its primary, or another node wrote first: decide again from the
+        // primaries, whose reads the writes can then rely on.
+        let shard = &attempt.triplet_shard.name;
+        tracing::trace!(%shard, "greylist record changed since it was read; read the primary");
+        let seen = attempt.observe(ReadFrom::Primary).await?;
         let (verdict, client_update, triplet_update) =
-            rules.decide(client_record, triplet_record, now);
-        let day = day_of(now);
-        if let Some(record) = triplet_update {
-            triplet_shard
-                .upsert_triplet(&triplet_key, day, record, rules)
-                .await?;
-        }
-        if let Some(record) = client_update {
-            client_shard.upsert_client(client_key, day, record).await?;
-        }
+            rules.decide(seen.client.record, seen.triplet.record, seen.now);
+        attempt.write(&seen, client_update, triplet_update).await?;
         Ok(verdict)
+    }
+}
+
+impl Attempt<'_> {
+    /// Reads both records, one statement per shard involved, the shards at once.
+    async fn observe(&self, read_from: ReadFrom) -> Result<Observation, StoreError> {
+        let triplet_key = self.triplet_key.as_slice();
+        let Some((client_key, client_shard)) = self.client else {
+            return self
+                .triplet_shard
+                .read_state(triplet_key, None, read_from)
+                .await;
+        };
+        if std::ptr::eq(client_shard, self.triplet_shard) {
+            let state = self
+                .triplet_shard
+                .read_state(triplet_key, Some(client_key), read_from);
+            return state.await;
+        }
+
+        let (state, client) = tokio::try_join!(
+            self.triplet_shard.read_state(triplet_key, None, read_from),
+            client_shard.read_client(client_key, read_from),
+        )?;
+        Ok(Observation { client, ..state })
+    }
+
+    /// Writes the records that changed, the shards at once. Returns false when a write was
+    /// not made because the record it was decided from has changed since it was read; the
+    /// other may have been made, which is a valid state (see [`Store`]).
+    async fn write(
+        &self,
+        seen: &Observation,
+        client_update: Option<ClientRecord>,
+        triplet_update: Option<TripletRecord>,
+    ) -> Result<bool, StoreError> {
+        let day = day_of(seen.now);
+        let triplet = async {
+            let Some(record) = triplet_update else {
+                return Ok(true);
+            };
+            let key = self.triplet_key.as_slice();
+            let (shard, rules) = (self.triplet_shard, self.rules);
+            shard
+                .upsert_triplet(key, day, record, seen.triplet, rules)
+                .await
+        };
+        let client = async {
+            let (Some(record), Some((key, shard))) = (client_update, self.client) else {
+                return Ok(true);
+            };
+            shard.upsert_client(key, day, record, seen.client).await
+        };
+        let (triplet_made, client_made) = tokio::try_join!(triplet, client)?;
+        Ok(triplet_made && client_made)
     }
 }
 
@@ -198,8 +314,44 @@ fn pool(url: &str, max_connections: usize) -> Pool {
     Pool::new(OptsBuilder::from_opts(opts).pool_opts(pool_opts))
 }
 
-fn day_of(unix_seconds: u64) -> i64 {
-    (unix_seconds / 86_400) as i64
+/// A record's columns as the checked upserts compare them (`CONCAT_WS(',', ...)`).
+fn triplet_columns(record: Option<TripletRecord>) -> Option<String> {
+    record.map(|r| format!("{},{},{}", r.first_seen, r.last_seen, u8::from(r.passed)))
+}
+
+fn client_columns(record: Option<ClientRecord>) -> Option<String> {
+    record.map(|r| format!("{},{},{}", r.passes, r.last_counted, r.last_seen))
+}
+
+/// A triplet record from [`triplet_columns`]' form; `None` if it is not that.
+fn parse_triplet(columns: &str) -> Option<TripletRecord> {
+    let [first_seen, last_seen, passed] = numbers(columns)?;
+    Some(TripletRecord {
+        first_seen,
+        last_seen,
+        passed: passed != 0,
+    })
+}
+
+/// A client record from [`client_columns`]' form; `None` if it is not that.
+fn parse_client(columns: &str) -> Option<ClientRecord> {
+    let [passes, last_counted, last_seen] = numbers(columns)?;
+    Some(ClientRecord {
+        passes: u32::try_from(passes).ok()?,
+        last_counted,
+        last_seen,
+    })
+}
+
+/// Exactly three unsigned numbers separated by commas.
+fn numbers(columns: &str) -> Option<[u64; 3]> {
+    let mut parts = columns.split(',').map(|part| part.parse::<u64>().ok());
+    let numbers = [parts.next()??, parts.next()??, parts.next()??];
+    parts.next().is_none().then_some(numbers)
+}
+
+fn is_deadlock(error: &mysql_async::Error) -> bool {
+    matches!(error, mysql_async::Error::Server(e) if e.code == ER_LOCK_DEADLOCK)
 }
 
 impl Shard {
@@ -210,122 +362,192 @@ impl Shard {
         }
     }
 
+    fn data_error(&self, detail: &str) -> StoreError {
+        StoreError::MysqlData {
+            shard: self.name.clone(),
+            detail: detail.to_owned(),
+        }
+    }
+
     /// A connection to the primary, with the schema in place.
     async fn primary(&self) -> Result<Conn, StoreError> {
         let mut conn = self.primary.get_conn().await.map_err(|e| self.error(e))?;
         self.schema
-            .get_or_try_init(|| async { migrate(&mut conn).await })
+            .get_or_try_init(|| async { mysql_schema::migrate(&mut conn).await })
             .await
             .map_err(|e| self.error(e))?;
         Ok(conn)
     }
 
-    /// A connection for a read: a replica if there is one and it answers in time, else the
-    /// primary.
-    async fn reader(&self, from_replica: bool) -> Result<Conn, StoreError> {
-        if from_replica && !self.replicas.is_empty() && self.schema.initialized() {
+    /// A connection for a read, and whether it is the primary's: a replica if asked for, there
+    /// is one and it answers in time, else the primary.
+    async fn reader(&self, read_from: ReadFrom) -> Result<(Conn, bool), StoreError> {
+        let use_replica = read_from == ReadFrom::Replica && !self.replicas.is_empty();
+        if use_replica && self.schema.initialized() {
             let index = self.next_replica.fetch_add(1, Ordering::Relaxed) % self.replicas.len();
             let attempt = tokio::time::timeout(REPLICA_TIMEOUT, self.replicas[index].get_conn());
+            let shard = &self.name;
             match attempt.await {
-                Ok(Ok(conn)) => return Ok(conn),
+                Ok(Ok(conn)) => return Ok((conn, false)),
                 Ok(Err(error)) => {
-                    let shard = &self.name;
                     tracing::debug!(%shard, replica = index, %error, "replica failed; use primary");
                 }
                 Err(_) => {
-                    let shard = &self.name;
                     tracing::debug!(%shard, replica = index, "replica too slow; use primary");
                 }
             }
         }
-        self.primary().await
+        Ok((self.primary().await?, true))
     }
 
-    async fn read_triplet(
+    /// The shard's clock, the triplet's newest record, and the client's if `client_key` is
+    /// given (it lives on this shard).
+    async fn read_state(
         &self,
-        key: &[u8],
-        from_replica: bool,
-    ) -> Result<(u64, Option<TripletRecord>), StoreError> {
-        let mut conn = self.reader(from_replica).await?;
-        let row: Option<TripletRow> = conn
-            .exec_first(READ_TRIPLET, (key,))
+        triplet_key: &[u8],
+        client_key: Option<&[u8]>,
+        read_from: ReadFrom,
+    ) -> Result<Observation, StoreError> {
+        let (mut conn, from_primary) = self.reader(read_from).await?;
+        let row: Option<StateRow> = conn
+            .exec_first(READ_STATE, (triplet_key, client_key))
             .await
             .map_err(|e| self.error(e))?;
-        let Some((now, first_seen, last_seen, passed)) = row else {
+        let Some((now, triplet, client)) = row else {
             return Err(self.data_error("UNIX_TIMESTAMP() returned no row"));
         };
-        let record = match (first_seen, last_seen, passed) {
-            (Some(first_seen), Some(last_seen), Some(passed)) => Some(TripletRecord {
-                first_seen,
-                last_seen,
-                passed: passed != 0,
-            }),
-            _ => None,
+
+        let triplet = match triplet.as_deref().map(parse_triplet) {
+            Some(None) => return Err(self.data_error("a triplet record's columns are not numbers")),
+            parsed => parsed.flatten(),
         };
-        Ok((now, record))
+        let client = match client.as_deref().map(parse_client) {
+            Some(None) => return Err(self.data_error("a client record's columns are not numbers")),
+            parsed => parsed.flatten(),
+        };
+        Ok(Observation {
+            now,
+            triplet: Seen {
+                record: triplet,
+                from_primary,
+            },
+            client: Seen {
+                record: client,
+                from_primary,
+            },
+        })
     }
 
+    /// A client's newest record, where it lives on another shard than its triplet.
     async fn read_client(
         &self,
         key: &[u8],
-        from_replica: bool,
-    ) -> Result<Option<ClientRecord>, StoreError> {
-        let mut conn = self.reader(from_replica).await?;
+        read_from: ReadFrom,
+    ) -> Result<Seen<ClientRecord>, StoreError> {
+        let (mut conn, from_primary) = self.reader(read_from).await?;
         let row: Option<(u32, u64, u64)> = conn
             .exec_first(READ_CLIENT, (key,))
             .await
             .map_err(|e| self.error(e))?;
-        Ok(row.map(|(passes, last_counted, last_seen)| ClientRecord {
+        let record = row.map(|(passes, last_counted, last_seen)| ClientRecord {
             passes,
             last_counted,
             last_seen,
-        }))
+        });
+        Ok(Seen {
+            record,
+            from_primary,
+        })
     }
 
+    /// Writes a triplet's record decided from `seen`: unchecked if a primary said it, else
+    /// only if the primary still holds it. Returns whether the write was made.
     async fn upsert_triplet(
         &self,
         key: &[u8],
         day: i64,
         record: TripletRecord,
+        seen: Seen<TripletRecord>,
         rules: &Rules,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut conn = self.primary().await?;
+        let (first_seen, last_seen) = (record.first_seen, record.last_seen);
+        let passed = u8::from(record.passed);
+        if seen.from_primary {
+            let params = (key, day, first_seen, last_seen, passed, rules.retry_window);
+            return self.upsert(&mut conn, UPSERT_TRIPLET, params).await;
+        }
+
+        let expected = triplet_columns(seen.record);
+        let retry_window = rules.retry_window;
         let params = (
             key,
             day,
-            record.first_seen,
-            record.last_seen,
-            u8::from(record.passed),
-            rules.retry_window,
+            first_seen,
+            last_seen,
+            passed,
+            key,
+            expected,
+            retry_window,
         );
-        conn.exec_drop(UPSERT_TRIPLET, params)
+        self.checked_upsert(&mut conn, CHECKED_UPSERT_TRIPLET, params)
             .await
-            .map_err(|e| self.error(e))
     }
 
+    /// Writes a client's record decided from `seen`, as [`Shard::upsert_triplet`] does.
     async fn upsert_client(
         &self,
         key: &[u8],
         day: i64,
         record: ClientRecord,
-    ) -> Result<(), StoreError> {
+        seen: Seen<ClientRecord>,
+    ) -> Result<bool, StoreError> {
         let mut conn = self.primary().await?;
-        let params = (
-            key,
-            day,
-            record.passes,
-            record.last_counted,
-            record.last_seen,
-        );
-        conn.exec_drop(UPSERT_CLIENT, params)
+        let (passes, last_counted, last_seen) =
+            (record.passes, record.last_counted, record.last_seen);
+        if seen.from_primary {
+            let params = (key, day, passes, last_counted, last_seen);
+            return self.upsert(&mut conn, UPSERT_CLIENT, params).await;
+        }
+
+        let expected = client_columns(seen.record);
+        let params = (key, day, passes, last_counted, last_seen, key, expected);
+        self.checked_upsert(&mut conn, CHECKED_UPSERT_CLIENT, params)
             .await
+    }
+
+    /// Runs an unchecked upsert, once more if InnoDB rolled it back for a deadlock with a
+    /// concurrent writer of the same key. Always made when it returns `Ok`.
+    async fn upsert<P>(&self, conn: &mut Conn, sql: &str, params: P) -> Result<bool, StoreError>
+    where
+        P: Into<mysql_async::Params> + Clone + Send,
+    {
+        match conn.exec_drop(sql, params.clone()).await {
+            Err(error) if is_deadlock(&error) => {}
+            done => return done.map(|()| true).map_err(|e| self.error(e)),
+        }
+        conn.exec_drop(sql, params)
+            .await
+            .map(|()| true)
             .map_err(|e| self.error(e))
     }
 
-    fn data_error(&self, detail: &str) -> StoreError {
-        StoreError::MysqlData {
-            shard: self.name.clone(),
-            detail: detail.to_owned(),
+    /// Runs a checked upsert: whether it was made. A deadlock with a concurrent writer means
+    /// the record is changing under it, which is the same answer as a failed check.
+    async fn checked_upsert<P>(
+        &self,
+        conn: &mut Conn,
+        sql: &str,
+        params: P,
+    ) -> Result<bool, StoreError>
+    where
+        P: Into<mysql_async::Params> + Send,
+    {
+        let made: Result<Option<u64>, _> = conn.exec_first(sql, params).await;
+        match made {
+            Ok(row) => Ok(row.is_some()),
+            Err(error) if is_deadlock(&error) => Ok(false),
+            Err(error) => Err(self.error(error)),
         }
     }
 
@@ -334,7 +556,7 @@ impl Shard {
         let mut conn = self.primary().await?;
         // Partitions change under a lock, so gateway nodes expiring at once take turns.
         let locked: Option<Option<i64>> = conn
-            .query_first("SELECT GET_LOCK('moat_greylist_ddl', 0)")
+            .exec_first("SELECT GET_LOCK(?, 0)", (DDL_LOCK,))
             .await
             .map_err(|e| self.error(e))?;
         if locked.flatten() != Some(1) {
@@ -342,20 +564,20 @@ impl Shard {
             return Ok(0);
         }
         let result = self.expire_locked(&mut conn, rules).await;
-        let _ = conn
-            .query_drop("DO RELEASE_LOCK('moat_greylist_ddl')")
-            .await;
+        let _ = conn.exec_drop("DO RELEASE_LOCK(?)", (DDL_LOCK,)).await;
         result
     }
 
     async fn expire_locked(&self, conn: &mut Conn, rules: &Rules) -> Result<u64, StoreError> {
-        ensure_partitions(conn).await.map_err(|e| self.error(e))?;
-        let today = today(conn).await.map_err(|e| self.error(e))?;
+        mysql_schema::ensure_partitions(conn)
+            .await
+            .map_err(|e| self.error(e))?;
+        let today = mysql_schema::today(conn).await.map_err(|e| self.error(e))?;
         // A partition may go once every row in it is past the longest time a record is kept.
         let keep_days = (rules.max_age.max(rules.retry_window) / 86_400) as i64 + 1;
         let mut removed = 0;
         for table in TABLES {
-            let old: Vec<(String, u64)> = partitions(conn, table)
+            let old: Vec<(String, u64)> = mysql_schema::partitions(conn, table)
                 .await
                 .map_err(|e| self.error(e))?
                 .into_iter()
@@ -374,96 +596,6 @@ impl Shard {
         }
         Ok(removed)
     }
-}
-
-/// Applies the migrations this shard has not had and makes the coming days' partitions,
-/// under the lock that expiry takes too, so nodes starting together do not race.
-async fn migrate(conn: &mut Conn) -> Result<(), mysql_async::Error> {
-    conn.query_drop("CREATE TABLE IF NOT EXISTS moat_greylist_schema (version INT NOT NULL)")
-        .await?;
-    let _: Option<Option<i64>> = conn
-        .query_first("SELECT GET_LOCK('moat_greylist_ddl', 30)")
-        .await?;
-    let result = async {
-        let applied: Option<Option<i64>> = conn
-            .query_first("SELECT MAX(version) FROM moat_greylist_schema")
-            .await?;
-        let applied = applied.flatten().unwrap_or(0).max(0) as usize;
-        for (index, statements) in MIGRATIONS.iter().enumerate().skip(applied) {
-            for statement in *statements {
-                conn.query_drop(*statement).await?;
-            }
-            conn.exec_drop(
-                "INSERT INTO moat_greylist_schema (version) VALUES (?)",
-                (index + 1,),
-            )
-            .await?;
-            tracing::info!(version = index + 1, "greylist schema migrated");
-        }
-        ensure_partitions(conn).await
-    }
-    .await;
-    let _ = conn
-        .query_drop("DO RELEASE_LOCK('moat_greylist_ddl')")
-        .await;
-    result
-}
-
-/// One partition: its name, the day it ends before (`None` for the catch-all) and its
-/// estimated row count.
-struct Partition {
-    name: String,
-    below: Option<i64>,
-    rows: u64,
-}
-
-async fn partitions(conn: &mut Conn, table: &str) -> Result<Vec<Partition>, mysql_async::Error> {
-    let rows: Vec<(String, Option<String>, Option<u64>)> = conn
-        .exec(
-            "SELECT PARTITION_NAME, PARTITION_DESCRIPTION, TABLE_ROWS
-             FROM information_schema.PARTITIONS
-             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL",
-            (table,),
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(name, description, rows)| Partition {
-            name,
-            below: description.and_then(|d| d.parse().ok()),
-            rows: rows.unwrap_or(0),
-        })
-        .collect())
-}
-
-async fn today(conn: &mut Conn) -> Result<i64, mysql_async::Error> {
-    let now: Option<u64> = conn.query_first("SELECT UNIX_TIMESTAMP()").await?;
-    Ok(day_of(now.unwrap_or(0)))
-}
-
-/// Splits daily partitions, from yesterday to a few days ahead, off the catch-all partition.
-async fn ensure_partitions(conn: &mut Conn) -> Result<(), mysql_async::Error> {
-    let today = today(conn).await?;
-    for table in TABLES {
-        let existing = partitions(conn, table).await?;
-        let last = existing.iter().filter_map(|p| p.below).max();
-        let first_new = last.unwrap_or(today - 1);
-        let days: Vec<i64> = (first_new..=today + DAYS_AHEAD).collect();
-        if days.is_empty() {
-            continue;
-        }
-        let mut parts: Vec<String> = days
-            .iter()
-            .map(|day| format!("PARTITION d{day} VALUES LESS THAN ({})", day + 1))
-            .collect();
-        parts.push("PARTITION p_future VALUES LESS THAN MAXVALUE".to_owned());
-        let sql = format!(
-            "ALTER TABLE {table} REORGANIZE PARTITION p_future INTO ({})",
-            parts.join(", ")
-        );
-        conn.query_drop(sql).await?;
-    }
-    Ok(())
 }
 
 impl Store for MysqlStore {
@@ -498,5 +630,39 @@ impl Store for MysqlStore {
                 _ => Ok(removed),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_read_back_as_the_checked_upserts_compare_them() {
+        let triplet = TripletRecord {
+            first_seen: 1_700_000_000,
+            last_seen: 1_700_000_300,
+            passed: true,
+        };
+        let columns = triplet_columns(Some(triplet)).expect("a record has columns");
+        assert_eq!(columns, "1700000000,1700000300,1");
+        assert_eq!(parse_triplet(&columns), Some(triplet));
+
+        let client = ClientRecord {
+            passes: 5,
+            last_counted: 1_700_000_000,
+            last_seen: 1_700_003_600,
+        };
+        let columns = client_columns(Some(client)).expect("a record has columns");
+        assert_eq!(parse_client(&columns), Some(client));
+        assert_eq!(triplet_columns(None), None);
+    }
+
+    #[test]
+    fn malformed_columns_are_not_a_record() {
+        assert_eq!(parse_triplet("1,2"), None);
+        assert_eq!(parse_triplet("1,2,3,4"), None);
+        assert_eq!(parse_triplet("1,x,0"), None);
+        assert_eq!(parse_client("99999999999,1,1"), None);
     }
 }
