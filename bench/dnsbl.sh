@@ -266,7 +266,8 @@ Command: \`bench/dnsbl.sh\` with $ENTRIES ip4set entries and $DOMAINS dnset name
 listed addresses, 45% unlisted, 10% domains; dnsperf \`-l $SECONDS_PER_RUN\`, medians of $RUNS
 alternating runs (each run in brackets); Moat with $UDP_SOCKETS UDP sockets. dnsperf shares the
 two cores with the server, so queries per second are bounded by the client as much as by the
-server; "per CPU-second" is queries answered per second of the server's own CPU time.
+server; "per CPU-second" is queries answered per second of the server's own CPU time (user
+and system, from /proc/PID/stat), the fair per-core comparison.
 
 | dnsperf | rbldnsd qps | Moat qps | Moat / rbldnsd | latency ms, rbldnsd / Moat | queries per CPU-second, rbldnsd / Moat |
 |---|---|---|---|---|---|

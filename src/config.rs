@@ -111,6 +111,9 @@ pub struct FileConfig {
     pub content: Option<moat_gateway::content::ContentSection>,
     /// The Prometheus metrics endpoint; on when the section is present.
     pub metrics: Option<MetricsSection>,
+    /// The statistical classifier, run with the content checks.
+    #[serde(default)]
+    pub classifier: moat_gateway::classifier::ClassifierSection,
 }
 
 /// `[metrics]`: where `GET /metrics` is answered.
@@ -259,6 +262,8 @@ pub struct Settings {
     pub content: Option<moat_gateway::content::ContentSettings>,
     /// Where the metrics endpoint listens, when `[metrics]` is present.
     pub metrics_listen: Option<SocketAddr>,
+    /// The statistical classifier's settings.
+    pub classifier: moat_gateway::classifier::ClassifierSettings,
 }
 
 impl FileConfig {
@@ -390,7 +395,16 @@ impl FileConfig {
             }
             None => None,
         };
+        let classifier = self
+            .classifier
+            .validate()
+            .map_err(|error| ConfigError::Value {
+                key: format!("classifier.{}", error.key),
+                value: error.value,
+                expected: error.expected.into(),
+            })?;
         Ok(Settings {
+            classifier,
             metrics_listen,
             content,
             dns_resolver,

@@ -42,6 +42,9 @@ pub(crate) enum Command {
         /// Refuse a dataset with any malformed line instead of skipping the line.
         #[arg(long)]
         strict: bool,
+        /// Answer `GET /metrics` (the sync counters) on this address, as 127.0.0.1:9188.
+        #[arg(long)]
+        metrics_listen: Option<String>,
     },
 }
 
@@ -65,6 +68,7 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
         udp_engine,
         check_interval,
         strict,
+        metrics_listen,
     } = command;
 
     let (mut section, base) = match &config {
@@ -81,6 +85,7 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
     section.udp_engine = udp_engine.or(section.udp_engine);
     section.check_interval = check_interval.or(section.check_interval);
     section.strict |= strict;
+    section.metrics_listen = metrics_listen.or(section.metrics_listen);
     let mut settings = section
         .validate(&base)
         .with_context(|| config_origin(config.as_deref()))
@@ -118,6 +123,15 @@ fn serve(settings: Settings) -> Result<(), Failure> {
             tracing::info!(%addr, udp_sockets = settings.udp_sockets, "dnsbl listening");
         }
         let sync = start_sync(&settings, subscriber.clone(), &zones).await?;
+        if let Some(addr) = settings.metrics_listen {
+            let sources = crate::metrics::Sources {
+                checks: None,
+                sync: subscriber.clone(),
+            };
+            crate::metrics::start(addr, sources)
+                .await
+                .map_err(fail(exit::UNAVAILABLE))?;
+        }
         tokio::select! {
             () = moat_dnsbl::watch(zones, settings.check_interval) => {}
             () = crate::serve::shutdown_signal() => tracing::info!("shutting down"),
@@ -192,7 +206,7 @@ fn read_section(path: &Path) -> anyhow::Result<DnsblConfig> {
 }
 
 /// Relative dataset paths in a file are taken from the file's directory.
-fn config_dir(path: &Path) -> PathBuf {
+pub(crate) fn config_dir(path: &Path) -> PathBuf {
     path.parent().map(Path::to_path_buf).unwrap_or_default()
 }
 

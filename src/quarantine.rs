@@ -1,10 +1,13 @@
-//! `moat quarantine list|show|release|delete`: the operator's view of held messages.
+//! `moat quarantine list|show|release|delete|learn-spam`: the operator's view of held
+//! messages. Releasing a message teaches the classifier it is ham (unless `--no-learn`);
+//! `learn-spam` teaches it a held message is spam.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
 use moat_delivery::{Quarantine, QueueId};
+use moat_gateway::classifier::Label;
 
 use crate::config::{DEFAULT_DATA_DIR, FileConfig};
 use crate::{Failure, exit, fail};
@@ -30,8 +33,17 @@ pub(crate) enum Command {
         /// The queue id, as `list` gives it.
         id: String,
     },
-    /// Deliver a held message normally (the running `moat serve` picks it up within seconds).
+    /// Deliver a held message normally (the running `moat serve` picks it up within seconds),
+    /// and teach the classifier it is ham.
     Release {
+        /// The queue id, as `list` gives it.
+        id: String,
+        /// Do not teach the classifier.
+        #[arg(long)]
+        no_learn: bool,
+    },
+    /// Teach the classifier that a held message is spam; it stays held (delete it after).
+    LearnSpam {
         /// The queue id, as `list` gives it.
         id: String,
     },
@@ -84,9 +96,14 @@ pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
                 .context("writing the message")
                 .map_err(fail(exit::SOFTWARE))?;
         }
-        Command::Release { id } => {
+        Command::Release { id, no_learn } => {
+            let queue_id = parse_id(&id)?;
+            let (_, content) = quarantine
+                .show(queue_id)
+                .with_context(|| format!("reading {id}"))
+                .map_err(fail(exit::NO_INPUT))?;
             let held = quarantine
-                .release(parse_id(&id)?, &data_dir.join("queue"))
+                .release(queue_id, &data_dir.join("queue"))
                 .with_context(|| format!("releasing {id}"))
                 .map_err(fail(exit::NO_INPUT))?;
             tracing::info!(queue_id = %held.id, "released from quarantine");
@@ -95,6 +112,16 @@ pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
                 held.id,
                 held.envelope.recipients.join(",")
             );
+            if !no_learn {
+                learn(&data_dir, &id, &content, Label::Ham)?;
+            }
+        }
+        Command::LearnSpam { id } => {
+            let (_, content) = quarantine
+                .show(parse_id(&id)?)
+                .with_context(|| format!("reading {id}"))
+                .map_err(fail(exit::NO_INPUT))?;
+            learn(&data_dir, &id, &content, Label::Spam)?;
         }
         Command::Delete { id } => {
             quarantine
@@ -104,6 +131,20 @@ pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
             println!("{id} deleted");
         }
     }
+    Ok(())
+}
+
+/// Teaches the classifier that held message `id` is `label`, and says so.
+fn learn(data_dir: &Path, id: &str, content: &[u8], label: Label) -> Result<(), Failure> {
+    let model = crate::learn::learn_message(data_dir, content, label)
+        .with_context(|| format!("learning {id} as {}", label.name()))
+        .map_err(fail(exit::CANT_CREATE))?;
+    println!(
+        "{id} learned as {}, model now {} spam / {} ham",
+        label.name(),
+        model.spam_messages,
+        model.ham_messages
+    );
     Ok(())
 }
 

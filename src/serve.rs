@@ -9,7 +9,8 @@ use std::time::Duration;
 use anyhow::Context;
 use moat_delivery::Quarantine;
 use moat_delivery::Queue;
-use moat_dnsbl::{DnsServer, Zones};
+use moat_dnsbl::{DnsServer, DnsblConfig, Subscriber, Zones};
+use moat_gateway::classifier::{Classifier, ClassifierSettings};
 use moat_gateway::content::{ContentScanner, ContentSettings};
 use moat_gateway::{
     AuthSettings, Checks, DEFAULT_AUTH_DNS_TIMEOUT, DnsblCheck, DnsblSettings, Gateway, SenderAuth,
@@ -27,13 +28,16 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// `moat serve`: validates the configuration, opens the queue, binds, and serves until a
 /// signal.
 pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), Failure> {
-    let file = match &config {
+    let mut file = match &config {
         Some(path) => FileConfig::load(path).map_err(|error| fail(exit::CONFIG)(error.into()))?,
         None => FileConfig::default(),
     };
-    let settings = file
+    let dnsbl = file.dnsbl.take();
+    let mut settings = file
         .validate(overrides)
         .map_err(|error| fail(exit::CONFIG)(error.into()))?;
+    settings.dnsbl_server =
+        dnsbl_server(dnsbl.as_ref(), config.as_deref()).map_err(fail(exit::CONFIG))?;
 
     check_writable(&settings.data_dir).map_err(fail(exit::CANT_CREATE))?;
     // Held until the process ends: a second `moat serve` on the same data directory would
@@ -62,12 +66,12 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             .context("opening the queue")
             .map_err(fail(exit::CANT_CREATE))?;
         // The DNS server answers until it is dropped when `moat serve` ends.
-        let (zones, _dns_server) = match &settings.dnsbl_server {
+        let (zones, _dns_server, subscriber) = match &settings.dnsbl_server {
             Some(dnsbl) => {
-                let (zones, server) = serve_dnsbl(dnsbl).await?;
-                (Some(zones), Some(server))
+                let (zones, server, subscriber) = serve_dnsbl(dnsbl).await?;
+                (Some(zones), Some(server), subscriber)
             }
-            None => (None, None),
+            None => (None, None, None),
         };
         let checks = checks(CheckSettings {
             greylist: settings.greylist,
@@ -77,16 +81,22 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             dns_resolver: settings.dns_resolver,
             verdict: settings.verdict,
             content: settings.content,
+            classifier: settings.classifier,
             data_dir: settings.data_dir.clone(),
         })
         .await?;
+        let classifier = checks
+            .content
+            .as_ref()
+            .and_then(|scanner| scanner.classifier().cloned());
         if let Some(addr) = settings.metrics_listen {
-            let listener = crate::metrics::bind(addr)
+            let sources = crate::metrics::Sources {
+                checks: Some(checks.clone()),
+                sync: subscriber,
+            };
+            crate::metrics::start(addr, sources)
                 .await
-                .with_context(|| format!("cannot listen on {addr} for metrics"))
                 .map_err(fail(exit::UNAVAILABLE))?;
-            tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "metrics listening");
-            tokio::spawn(crate::metrics::serve(listener, Arc::new(checks.clone())));
         }
         let gateway = Gateway::bind(
             &settings.listen,
@@ -111,13 +121,45 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
                 SHUTDOWN_GRACE,
             )
             .await;
+        if let Some(classifier) = classifier {
+            // What was auto-learned since the last sync is not lost with the process.
+            let _ = tokio::task::spawn_blocking(move || classifier.sync()).await;
+        }
         Ok(())
     })
 }
 
+/// `[dnsbl]` validated with relative dataset paths taken from the configuration file's
+/// directory, as `moat dnsbl serve` takes them: the working directory of a service is rarely
+/// where its configuration is.
+fn dnsbl_server(
+    section: Option<&DnsblConfig>,
+    config: Option<&Path>,
+) -> anyhow::Result<Option<moat_dnsbl::Settings>> {
+    let Some(section) = section else {
+        return Ok(None);
+    };
+    let base = config.map(crate::dnsbl::config_dir).unwrap_or_default();
+    let settings = section.validate(&base).with_context(|| match config {
+        Some(path) => format!("config file {}", path.display()),
+        None => "[dnsbl]".to_owned(),
+    })?;
+    Ok(Some(settings))
+}
+
 /// Loads the zones of `[dnsbl]`, answers them over DNS and reloads them when their files
-/// change; returns them for the gateway's in-process lookups, and the server.
-async fn serve_dnsbl(settings: &moat_dnsbl::Settings) -> Result<(Zones, DnsServer), Failure> {
+/// change; returns them for the gateway's in-process lookups, the server, and the sync's
+/// subscriber (for the metrics endpoint) when the node pulls its datasets.
+async fn serve_dnsbl(
+    settings: &moat_dnsbl::Settings,
+) -> Result<(Zones, DnsServer, Option<Subscriber>), Failure> {
+    if let Some(addr) = settings.metrics_listen {
+        tracing::warn!(
+            %addr,
+            "[dnsbl] metrics_listen is for moat dnsbl serve; moat serve reports the sync \
+             counters on its [metrics] endpoint"
+        );
+    }
     // [dnsbl.sync.subscribe]: the first pull comes before loading (a new node's full copies).
     let subscriber = crate::dnsbl::bootstrap_sync(settings).await;
     let loading = settings.clone();
@@ -134,9 +176,9 @@ async fn serve_dnsbl(settings: &moat_dnsbl::Settings) -> Result<(Zones, DnsServe
     }
     tokio::spawn(moat_dnsbl::watch(zones.clone(), settings.check_interval));
     // [dnsbl.sync]: the publisher and the subscriber's schedule run as long as `moat serve`.
-    let mut sync = crate::dnsbl::start_sync(settings, subscriber, &zones).await?;
+    let mut sync = crate::dnsbl::start_sync(settings, subscriber.clone(), &zones).await?;
     tokio::spawn(async move { while sync.join_next().await.is_some() {} });
-    Ok((zones, server))
+    Ok((zones, server, subscriber))
 }
 
 /// The checks `moat serve` runs, from the validated settings.
@@ -148,6 +190,7 @@ struct CheckSettings {
     dns_resolver: Option<SocketAddr>,
     verdict: VerdictPolicy,
     content: Option<ContentSettings>,
+    classifier: ClassifierSettings,
     data_dir: PathBuf,
 }
 
@@ -192,7 +235,13 @@ async fn checks(settings: CheckSettings) -> Result<Checks, Failure> {
         tracing::info!("sender authentication on");
     }
     if let Some(content) = settings.content {
-        let scanner = ContentScanner::load(content)
+        let classifier = settings.classifier.enabled.then(|| {
+            let dir = settings.data_dir.join("classifier");
+            let classifier = Arc::new(Classifier::open(&dir, settings.classifier.clone()));
+            tokio::spawn(Arc::clone(&classifier).run_sync());
+            classifier
+        });
+        let scanner = ContentScanner::load_with_classifier(content, classifier)
             .context("loading content rules and signatures")
             .map_err(fail(exit::CONFIG))?;
         checks.content = Some(Arc::new(scanner));

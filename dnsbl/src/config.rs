@@ -65,6 +65,11 @@ pub struct DnsblConfig {
     /// (default: neither).
     #[serde(default)]
     pub sync: Option<SyncConfig>,
+    /// Where `moat dnsbl serve` answers `GET /metrics` (the sync counters), as `IP:PORT`
+    /// (default: no endpoint). `moat serve` reports the same counters on its `[metrics]`
+    /// endpoint instead.
+    #[serde(default)]
+    pub metrics_listen: Option<String>,
 }
 
 /// One `[[dnsbl.zone]]`.
@@ -129,6 +134,8 @@ pub struct Settings {
     pub zones: Vec<ZoneSpec>,
     /// Publishing and pulling dataset files across the cluster.
     pub sync: SyncSettings,
+    /// Where `moat dnsbl serve` answers `GET /metrics`, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// A zone to serve.
@@ -308,7 +315,16 @@ impl DnsblConfig {
             Some(section) => section.validate()?,
             None => SyncSettings::default(),
         };
+        let metrics_listen = match &self.metrics_listen {
+            None => None,
+            Some(text) => Some(text.parse().map_err(|_| Error::Config {
+                key: "dnsbl.metrics_listen".into(),
+                value: text.clone(),
+                expected: "IP:PORT, such as 127.0.0.1:9188",
+            })?),
+        };
         Ok(Settings {
+            metrics_listen,
             listen,
             udp_sockets,
             udp_engine,
@@ -430,6 +446,7 @@ mod tests {
             listen = ["127.0.0.1:5353", "[::1]:5353"]
             default_ttl = "1h"
             check_interval = "0"
+            metrics_listen = "127.0.0.1:9188"
             [[dnsbl.zone]]
             name = "bl.example.com"
             aggregate = "bitmask"
@@ -443,6 +460,7 @@ mod tests {
         assert_eq!(settings.listen.len(), 2);
         assert_eq!(settings.load.default_ttl, 3600);
         assert_eq!(settings.check_interval, None);
+        assert_eq!(settings.metrics_listen, "127.0.0.1:9188".parse().ok());
         let zone = &settings.zones[0];
         assert_eq!(zone.aggregate, Aggregate::Bitmask);
         assert_eq!(
@@ -465,6 +483,13 @@ mod tests {
             parse("[[dnsbl.zone]]\nname = \"x\"\ndatasets = [\"ip5set:f\"]").expect_err("invalid");
         assert!(
             error.to_string().contains("unknown dataset type"),
+            "{error}"
+        );
+        let error = parse("[dnsbl]\nmetrics_listen = \"9188\"").expect_err("invalid");
+        assert!(
+            error
+                .to_string()
+                .starts_with("config dnsbl.metrics_listen = \"9188\""),
             "{error}"
         );
         assert!(parse("[dnsbl]\nbogus = 1").is_err());

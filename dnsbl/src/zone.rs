@@ -39,12 +39,13 @@ pub(crate) struct Zone {
     pub soa: Option<Arc<Soa>>,
     /// The NS records (from the first dataset that has them).
     pub ns: Option<Arc<NsSet>>,
-    /// The serial answered: the SOA's, or the newest dataset version when that is 0.
-    pub serial: u32,
     /// Whether IPv4 datasets serve here (IPv4-mapped and 6to4 names then look up IPv4).
     pub ip4: bool,
     /// How A records of several listings combine.
     pub aggregate: Aggregate,
+    /// The SOA record's data in wire form (empty without a SOA), written once here because
+    /// every negative answer carries it.
+    soa_rdata: Box<[u8]>,
 }
 
 impl Zone {
@@ -62,31 +63,30 @@ impl Zone {
             .find_map(|d| d.meta.ns.clone())
             .filter(|ns| !ns.names.is_empty());
         let newest = versions.iter().copied().max().unwrap_or(0);
+        // The serial answered: the SOA's, or the newest dataset version when that is 0.
         let serial = soa
             .as_ref()
             .map_or(0, |s| if s.serial == 0 { newest } else { s.serial });
         let ip4 = datasets.iter().any(|d| d.kind.is_ip4());
+        let soa_rdata = soa
+            .as_deref()
+            .map(|soa| encode_soa(soa, serial))
+            .unwrap_or_default();
         Zone {
+            soa_rdata,
             labels: name.label_count(),
             name,
             datasets,
             soa,
             ns,
-            serial,
             ip4,
             aggregate,
         }
     }
 
-    /// The SOA record's data in wire form.
-    pub(crate) fn soa_rdata(&self, soa: &Soa) -> Vec<u8> {
-        let mut rdata = Vec::with_capacity(soa.mname.wire().len() + soa.rname.wire().len() + 20);
-        rdata.extend_from_slice(soa.mname.wire());
-        rdata.extend_from_slice(soa.rname.wire());
-        for field in [self.serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
-            rdata.extend_from_slice(&field.to_be_bytes());
-        }
-        rdata
+    /// The SOA record's data in wire form, with the serial answered (empty without a SOA).
+    pub(crate) fn soa_rdata(&self) -> &[u8] {
+        &self.soa_rdata
     }
 
     /// Answers a name below (or at) this zone.
@@ -101,7 +101,7 @@ impl Zone {
                 return Outcome::ApexWithoutData;
             }
             if let (true, Some(soa)) = (want.soa, &self.soa) {
-                out.add_record(rtype::SOA, soa.ttl, &self.soa_rdata(soa));
+                out.add_record(rtype::SOA, soa.ttl, self.soa_rdata());
             }
             if let (true, Some(ns)) = (want.ns, &self.ns) {
                 for server in &ns.names {
@@ -128,6 +128,18 @@ impl Zone {
             (false, _) => Outcome::NxDomain,
         }
     }
+}
+
+/// The data of a SOA record in wire form (RFC 1035 section 3.3.13), with `serial` for its
+/// own.
+fn encode_soa(soa: &Soa, serial: u32) -> Box<[u8]> {
+    let mut rdata = Vec::with_capacity(soa.mname.wire().len() + soa.rname.wire().len() + 20);
+    rdata.extend_from_slice(soa.mname.wire());
+    rdata.extend_from_slice(soa.rname.wire());
+    for field in [serial, soa.refresh, soa.retry, soa.expire, soa.minimum] {
+        rdata.extend_from_slice(&field.to_be_bytes());
+    }
+    rdata.into_boxed_slice()
 }
 
 /// Every zone served, most specific first. Immutable: a reload builds a new catalog and

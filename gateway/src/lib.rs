@@ -17,6 +17,7 @@
 
 mod auth;
 mod checks;
+pub mod classifier;
 mod config;
 pub mod content;
 mod listener;

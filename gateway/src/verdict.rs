@@ -9,6 +9,9 @@
 use std::collections::HashMap;
 use std::fmt;
 
+use crate::classifier::{Classification, Outcome};
+use crate::content::{ContentReport, FailureMode};
+
 /// Default score from which a message is tagged (X-Spam-Status, subject tag), as
 /// SpamAssassin's required_score.
 pub const DEFAULT_TAG_AT: f32 = 5.0;
@@ -46,6 +49,49 @@ pub struct Evidence {
     /// A finding that holds the message whatever the score (DMARC failure under
     /// `p=quarantine`).
     pub quarantine: Option<String>,
+    /// What the statistical classifier said, when it ran.
+    pub classifier: Option<Outcome>,
+}
+
+impl Evidence {
+    /// Adds what the content checks found: rule hits, the first virus, the first attachment
+    /// policy hit, and a scan that could not run.
+    pub fn add_content(&mut self, report: &ContentReport) {
+        for hit in &report.rule_hits {
+            let check = format!("rule:{}", hit.name);
+            self.contributions.push(Contribution {
+                check,
+                score: hit.weight,
+            });
+        }
+        if let Some(virus) = report.viruses.first() {
+            self.virus = Some(virus.name.clone());
+        }
+        // A refused attachment is held for an operator rather than refused outright: office
+        // macros and encrypted archives are also everyday business mail.
+        if let Some(hit) = report.policy_hits.first() {
+            self.quarantine = Some(format!("attachment policy: {} in {}", hit.rule, hit.part));
+        }
+        match &report.failure {
+            Some(failure) if failure.mode == FailureMode::TempFail => {
+                self.unscanned = Some(failure.reason.clone());
+            }
+            Some(failure) => {
+                tracing::warn!(reason = %failure.reason, "content scan incomplete; accepted as configured");
+            }
+            None => {}
+        }
+    }
+
+    /// Adds the classifier's verdict: always as a contribution, with a zero score when it has
+    /// no probability, so that the log line and the headers say why it did not count.
+    pub fn add_classification(&mut self, classification: &Classification) {
+        self.contributions.push(Contribution {
+            check: classification.check(),
+            score: classification.score,
+        });
+        self.classifier = Some(classification.outcome);
+    }
 }
 
 /// What happens to the message.
@@ -148,6 +194,8 @@ pub struct Verdict {
     pub reason: Option<Reason>,
     /// The contributions, for headers and the log line.
     pub contributions: Vec<Contribution>,
+    /// What the statistical classifier said, when it ran.
+    pub classifier: Option<Outcome>,
 }
 
 impl VerdictPolicy {
@@ -169,6 +217,7 @@ impl VerdictPolicy {
             thresholds: thresholds.clone(),
             reason,
             contributions: evidence.contributions.clone(),
+            classifier: evidence.classifier,
         };
 
         if let Some(virus) = &evidence.virus {
@@ -229,7 +278,8 @@ impl VerdictPolicy {
 
 impl Verdict {
     /// The header fields a delivered message gets, each without CRLF: X-Spam-Status always,
-    /// and X-Spam-Flag when tagged.
+    /// X-Spam-Flag when tagged, and X-Spam-Bayes with the classifier's probability (or why it
+    /// has none) when it ran.
     pub fn headers(&self) -> Vec<String> {
         let spam = matches!(self.action, Action::Tag | Action::Quarantine);
         let mut headers = vec![format!(
@@ -246,7 +296,21 @@ impl Verdict {
         if spam {
             headers.push("X-Spam-Flag: YES".to_string());
         }
+        if let Some(outcome) = &self.classifier {
+            headers.push(format!("X-Spam-Bayes: {outcome}"));
+        }
         headers
+    }
+}
+
+impl Verdict {
+    /// The score without the classifier's own contribution: what autolearning compares with
+    /// its thresholds, so that the classifier never confirms itself.
+    pub fn score_without_classifier(&self) -> f32 {
+        self.contributions
+            .iter()
+            .filter(|c| !c.check.starts_with(crate::classifier::CHECK_NAME))
+            .fold(0.0, |total, c| total + c.score)
     }
 }
 

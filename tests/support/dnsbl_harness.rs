@@ -80,18 +80,18 @@ impl Moat {
     /// Starts `moat dnsbl serve --listen 127.0.0.1:0` with `args` added (such as
     /// `--zone bl.test:ip4set:FILE`), and waits until it listens.
     pub fn start(args: &[String]) -> Moat {
+        Moat::start_on(&["127.0.0.1:0"], args)
+    }
+
+    /// Starts `moat dnsbl serve` listening on each of `listen` (its `addr` is the first), with
+    /// `args` added, and waits until it listens.
+    pub fn start_on(listen: &[&str], args: &[String]) -> Moat {
         let dir = tempdir::Dir::new("moat");
         let log = dir.path().join("moat.log");
         let out = fs::File::create(&log).expect("create the log");
         let child = Command::new(env!("CARGO_BIN_EXE_moat"))
-            .args([
-                "dnsbl",
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--udp-sockets",
-                "2",
-            ])
+            .args(["dnsbl", "serve", "--udp-sockets", "2"])
+            .args(listen.iter().map(|addr| format!("--listen={addr}")))
             .args(args)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -26,6 +26,9 @@ const TCP_RESPONSE_BUFFER: usize = 32;
 /// A kernel receive buffer large enough to ride out bursts while a thread is busy.
 const UDP_RECEIVE_BUFFER: usize = 4 << 20;
 
+/// Pending TCP connections the kernel queues before they are accepted (std's own choice).
+const TCP_BACKLOG: i32 = 128;
+
 /// How many times binding on port 0 retries to find a port free for both UDP and TCP.
 const PORT_ATTEMPTS: usize = 20;
 
@@ -153,7 +156,7 @@ fn bind_pair(
             protocol: "udp",
             error,
         })?;
-        let tcp = match TcpListener::bind(addr) {
+        let tcp = match tcp_listener(addr) {
             Ok(tcp) => tcp,
             // On port 0, the port the kernel gave for UDP may be taken for TCP: try another.
             Err(error) => {
@@ -185,12 +188,51 @@ fn bind_pair(
 /// A UDP socket on `addr` with SO_REUSEPORT, so several can share the port.
 fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
+    only_v6(&socket, addr)?;
     socket.set_reuse_port(true)?;
     // A larger buffer only helps; the kernel caps it at net.core.rmem_max.
     let _ = socket.set_recv_buffer_size(UDP_RECEIVE_BUFFER);
     socket.bind(&addr.into())?;
     Ok(socket.into())
+}
+
+/// A TCP listener on `addr`, IPv6 only on an IPv6 address.
+pub(crate) fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    only_v6(&socket, addr)?;
+    // As std's TcpListener::bind does, so a restarted node rebinds while old connections
+    // linger in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(TCP_BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Makes an IPv6 socket IPv6 only (IPV6_V6ONLY), whatever net.ipv6.bindv6only says: otherwise
+/// `[::]:53` also takes IPv4's port 53, and listening on both `[::]:53` and `0.0.0.0:53`
+/// fails with "address in use".
+fn only_v6(socket: &Socket, addr: SocketAddr) -> std::io::Result<()> {
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use socket2::SockRef;
+
+    use super::*;
+
+    // Checked on the option itself: [::1] and 127.0.0.1 never collide, and the wildcard
+    // addresses where they would are not for tests to bind.
+    #[test]
+    fn ipv6_listeners_are_ipv6_only_whatever_the_system_default() {
+        let addr: SocketAddr = "[::1]:0".parse().expect("an address");
+        let (udp, tcp) = bind_pair(addr, 2).expect("loopback binds");
+        for socket in &udp {
+            assert!(SockRef::from(socket).only_v6().expect("readable"));
+        }
+        assert!(SockRef::from(&tcp).only_v6().expect("readable"));
+    }
 }

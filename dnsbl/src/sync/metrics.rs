@@ -2,7 +2,7 @@
 //! what they rebuilt, so the ratio of the two shows what the deltas save.
 //!
 //! Plain atomics, read through [`SyncMetrics`]'s accessors; [`SyncMetrics::render`] writes the
-//! Prometheus text format for whoever exposes it (Moat has no metrics endpoint yet).
+//! Prometheus text format for the `/metrics` endpoint of `moat serve` and `moat dnsbl serve`.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -62,11 +62,18 @@ impl Publisher {
         let datasets = published(zones)?;
         let mut listeners = Vec::with_capacity(settings.listen.len());
         for &addr in &settings.listen {
-            let listener = TcpListener::bind(addr).await.map_err(|error| Error::Bind {
-                addr,
-                protocol: "tcp",
-                error,
-            })?;
+            // IPv6 only on an IPv6 address, as the DNS listener, so `[::]` and `0.0.0.0` can
+            // both be given.
+            let listener = crate::server::tcp_listener(addr)
+                .and_then(|listener| {
+                    listener.set_nonblocking(true)?;
+                    TcpListener::from_std(listener)
+                })
+                .map_err(|error| Error::Bind {
+                    addr,
+                    protocol: "tcp",
+                    error,
+                })?;
             listeners.push(listener);
         }
         let shared = Shared {

@@ -146,7 +146,7 @@ fn write_authority(
             let Some(soa) = &zone.soa else {
                 return false;
             };
-            write_record(out, &owner, rtype::SOA, soa.minimum, &zone.soa_rdata(soa));
+            write_record(out, &owner, rtype::SOA, soa.minimum, zone.soa_rdata());
             if out.len() > budget {
                 out.truncate(before);
                 return true;

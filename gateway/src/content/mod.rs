@@ -15,6 +15,10 @@
 //!     the raw message, parts in parallel); the attachment policy (`policy`) is applied
 //!     while taking the message apart;
 //!   - layer 1, clamd over INSTREAM with a time limit (`clamd`).
+//! - With a [`Classifier`] given to [`ContentScanner::load_with_classifier`], the same
+//!   blocking step draws the message's classifier features from the decoded headers, body
+//!   text and URL domains and classifies it; [`ContentScanner::examine`] returns that
+//!   [`Classification`] beside the report.
 //! - The report (`report`) states findings only. When clamd gave no verdict (down, slow, or
 //!   an `ERROR` reply), [`ContentReport::failure`] carries the configured [`FailureMode`]:
 //!   temporary failure by default, so unscanned mail is never accepted silently.
@@ -36,6 +40,10 @@ use std::time::Instant;
 
 use mail_parser::MessageParser;
 use rayon::prelude::*;
+
+use crate::classifier::{
+    Classification, Classifier, Document, FeatureScheme, Features, MODEL_SCHEME,
+};
 
 pub use archive::{MAX_ARCHIVE_DEPTH, MAX_ARCHIVE_ENTRIES};
 pub use error::ContentError;
@@ -78,6 +86,7 @@ struct Inner {
     rules: RuleSet,
     signatures: Option<SignatureDb>,
     clamd: Option<Clamd>,
+    classifier: Option<Arc<Classifier>>,
 }
 
 /// What the in-process checks found.
@@ -86,6 +95,7 @@ struct Local {
     rules: RuleOutcome,
     viruses: Vec<VirusHit>,
     policy_hits: Vec<PolicyHit>,
+    classification: Option<Classification>,
 }
 
 impl ContentScanner {
@@ -94,6 +104,17 @@ impl ContentScanner {
     /// # Errors
     /// [`ContentError`] naming the file and line that cannot be used.
     pub fn load(settings: ContentSettings) -> Result<ContentScanner, ContentError> {
+        ContentScanner::load_with_classifier(settings, None)
+    }
+
+    /// As [`ContentScanner::load`], with the statistical classifier run on every message.
+    ///
+    /// # Errors
+    /// [`ContentError`] naming the file and line that cannot be used.
+    pub fn load_with_classifier(
+        settings: ContentSettings,
+        classifier: Option<Arc<Classifier>>,
+    ) -> Result<ContentScanner, ContentError> {
         let rules = RuleSet::load(settings.rules_file.as_deref())?;
         let signatures = settings
             .signatures_dir
@@ -120,8 +141,24 @@ impl ContentScanner {
                 rules,
                 signatures,
                 clamd,
+                classifier,
             }),
         })
+    }
+
+    /// The classifier, when one was given.
+    pub fn classifier(&self) -> Option<&Arc<Classifier>> {
+        self.inner.classifier.as_ref()
+    }
+
+    /// The classifier features of `message`, drawn from its decoded text as a scan would:
+    /// what `moat learn` learns.
+    pub fn features(&self, message: &[u8], scheme: FeatureScheme) -> Features {
+        let parsed = self.inner.parser.parse(message);
+        let dissection = self
+            .inner
+            .dissect(message, parsed.as_ref(), Purpose::AllChecks);
+        features_of(&dissection, scheme)
     }
 
     /// The settings it was loaded with.
@@ -136,6 +173,15 @@ impl ContentScanner {
     /// Cancel safe: dropping the future drops the clamd connection; the in-process checks
     /// finish on their thread and are discarded.
     pub async fn scan(&self, message: &[u8]) -> ContentReport {
+        self.examine(message).await.0
+    }
+
+    /// As [`ContentScanner::scan`], with the classifier's verdict when a classifier was
+    /// given.
+    ///
+    /// # Cancel safety
+    /// As [`ContentScanner::scan`].
+    pub async fn examine(&self, message: &[u8]) -> (ContentReport, Option<Classification>) {
         let started = Instant::now();
         let message: Arc<[u8]> = Arc::from(message);
 
@@ -205,7 +251,7 @@ impl ContentScanner {
             clamd = ?report.clamd,
             "content scanned"
         );
-        report
+        (report, local.classification)
     }
 
     /// Layer 2 alone, synchronously: the built-in scanner's virus hits in `message` (its
@@ -234,11 +280,17 @@ impl Inner {
                 || self.scan_items(&dissection.items),
             )
         };
+        let classification = self
+            .classifier
+            .as_ref()
+            .filter(|classifier| classifier.settings().enabled)
+            .map(|classifier| classifier.classify(features_of(&dissection, MODEL_SCHEME)));
         Local {
             analysis: dissection.analysis,
             rules,
             viruses,
             policy_hits: dissection.policy_hits,
+            classification,
         }
     }
 
@@ -300,8 +352,28 @@ impl Local {
             rules: RuleOutcome::default(),
             viruses: Vec::new(),
             policy_hits: Vec::new(),
+            classification: None,
         }
     }
+}
+
+/// The classifier features of a dissected message.
+fn features_of(dissection: &Dissection<'_>, scheme: FeatureScheme) -> Features {
+    let analysis = &dissection.analysis;
+    let attachment_types: Vec<String> = analysis
+        .attachments
+        .iter()
+        .map(|attachment| attachment.detected_type.mime_type().to_owned())
+        .collect();
+    let document = Document {
+        headers: &dissection.rule_text.headers,
+        body: &dissection.rule_text.body,
+        url_domains: &analysis.url_domains,
+        text_parts: analysis.text_parts,
+        html_parts: analysis.html_parts,
+        attachment_types: &attachment_types,
+    };
+    crate::classifier::extract(&document, scheme)
 }
 
 #[cfg(test)]

@@ -3,7 +3,8 @@
 
 use super::{DnsblState, Session, Transaction};
 use crate::auth::DmarcAction;
-use crate::content::{ContentReport, FailureMode};
+use crate::classifier::{Classification, Label};
+use crate::content::ContentScanner;
 use crate::reply::Refusal;
 use crate::verdict::{Action, Contribution, Evidence, Reason, Verdict, tag_subject};
 
@@ -55,7 +56,7 @@ impl Session {
         };
         let content = async {
             match &checks.content {
-                Some(scanner) => Some(scanner.scan(&message[header_length..]).await),
+                Some(scanner) => Some(scanner.examine(&message[header_length..]).await),
                 None => None,
             }
         };
@@ -83,8 +84,13 @@ impl Session {
                 None => {}
             }
         }
-        if let Some(report) = content {
-            weigh_content(&report, &mut evidence);
+        let mut classification = None;
+        if let Some((report, classified)) = content {
+            evidence.add_content(&report);
+            if let Some(classified) = classified {
+                evidence.add_classification(&classified);
+                classification = Some(classified);
+            }
             if let Some(dnsbl) = &checks.dnsbl {
                 let listed = dnsbl.score_domains(&report.analysis.url_domains).await;
                 if listed.score != 0 {
@@ -102,6 +108,9 @@ impl Session {
             .checks
             .verdict
             .judge(&evidence, &transaction.recipients);
+        if let (Some(scanner), Some(classification)) = (&checks.content, classification) {
+            autolearn(scanner, &verdict, classification);
+        }
         if self.shared.checks.score_messages() {
             fields.extend(verdict.headers());
         }
@@ -120,32 +129,32 @@ impl Session {
     }
 }
 
-/// Adds what the content checks found to the evidence.
-fn weigh_content(report: &ContentReport, evidence: &mut Evidence) {
-    for hit in &report.rule_hits {
-        let check = format!("rule:{}", hit.name);
-        evidence.contributions.push(Contribution {
-            check,
-            score: hit.weight,
-        });
+/// Learns a message the other checks are very sure about, as SpamAssassin's auto-learning:
+/// spam from `autolearn_spam_at`, ham up to `autolearn_ham_at`, both by the score without the
+/// classifier's own part. A message that could not be scanned is never learned.
+fn autolearn(scanner: &ContentScanner, verdict: &Verdict, classification: Classification) {
+    let Some(classifier) = scanner.classifier() else {
+        return;
+    };
+    let settings = classifier.settings();
+    if !settings.autolearn || verdict.action == Action::Defer || classification.features.is_empty()
+    {
+        return;
     }
-    if let Some(virus) = report.viruses.first() {
-        evidence.virus = Some(virus.name.clone());
-    }
-    // A refused attachment is held for an operator rather than refused outright: office
-    // macros and encrypted archives are also everyday business mail.
-    if let Some(hit) = report.policy_hits.first() {
-        evidence.quarantine = Some(format!("attachment policy: {} in {}", hit.rule, hit.part));
-    }
-    match &report.failure {
-        Some(failure) if failure.mode == FailureMode::TempFail => {
-            evidence.unscanned = Some(failure.reason.clone());
-        }
-        Some(failure) => {
-            tracing::warn!(reason = %failure.reason, "content scan incomplete; accepted as configured");
-        }
-        None => {}
-    }
+    let score = verdict.score_without_classifier();
+    let label = if score >= settings.autolearn_spam_at {
+        Label::Spam
+    } else if score <= settings.autolearn_ham_at {
+        Label::Ham
+    } else {
+        return;
+    };
+    tracing::debug!(
+        label = label.name(),
+        score,
+        "classifier auto-learned the message"
+    );
+    classifier.learn(&classification.features, label);
 }
 
 /// The refusal for a verdict that refuses, or `None` when the message is kept.
