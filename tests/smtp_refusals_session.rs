@@ -362,6 +362,40 @@ fn on_sigterm_idle_sessions_get_421_and_a_message_being_received_is_still_spoole
     );
 }
 
+#[test]
+fn on_sigterm_a_message_sent_in_bdat_chunks_may_send_its_last_chunk() {
+    let mut moat = start("");
+    let mut sending = Client::in_transaction(&moat, "user@localhost");
+    let first = b"Subject: chunked\r\n\r\nOne,\r\n";
+    sending.send(format!("BDAT {}\r\n", first.len()).as_bytes());
+    sending.send(first);
+    assert_reply(&sending.reply(), 250, "2.0.0");
+
+    moat.terminate();
+    wait_until(
+        Duration::from_secs(10),
+        "the listening socket to close",
+        || TcpStream::connect(moat.smtp_addr).is_err(),
+    );
+
+    // The message spans commands; the shutdown waits for its last chunk, then says 421.
+    let last = b"two.\r\n";
+    sending.send(format!("BDAT {} LAST\r\n", last.len()).as_bytes());
+    sending.send(last);
+    assert_queued(&sending.reply());
+    assert_reply(&sending.reply(), 421, "4.3.2");
+    sending.assert_closed();
+
+    moat.stop();
+    moat.restart();
+    let delivered = wait_for_messages(&moat, "user", 1);
+    let content = std::fs::read_to_string(&delivered[0]).expect("read the delivered message");
+    assert!(
+        content.contains("One,\r\ntwo.\r\n"),
+        "the message was cut: {content:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 

@@ -55,6 +55,8 @@ pub struct Inbound<S> {
     write_timeout: Duration,
     /// Becomes true when the server shuts down; a wait for the next command then ends.
     closing: Option<watch::Receiver<bool>>,
+    /// A message spans several commands (BDAT chunks): a shutdown waits for its last one.
+    mid_message: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
@@ -67,6 +69,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
             output: Vec::with_capacity(1024),
             write_timeout,
             closing: None,
+            mid_message: false,
         }
     }
 
@@ -74,6 +77,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
     /// Content being read (DATA, BDAT) is never cut short: that transaction may still finish.
     pub fn close_when(&mut self, closing: watch::Receiver<bool>) {
         self.closing = Some(closing);
+    }
+
+    /// Says whether a message is partly received across commands (BDAT chunks before the
+    /// LAST one): a shutdown then lets the client send the rest, as it lets DATA finish.
+    pub fn set_mid_message(&mut self, mid_message: bool) {
+        self.mid_message = mid_message;
     }
 
     /// Gives the stream back, for the TLS handshake after STARTTLS.
@@ -229,7 +238,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
 
     /// [`Inbound::fill`], unless the server shuts down first.
     async fn fill_unless_closing(&mut self, timeout: Duration) -> Result<(), ReadError> {
-        let Some(mut closing) = self.closing.clone() else {
+        let Some(mut closing) = self.closing.clone().filter(|_| !self.mid_message) else {
             return self.fill(timeout).await;
         };
         if *closing.borrow() {

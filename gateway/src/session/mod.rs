@@ -138,6 +138,11 @@ impl Session {
     ) -> Next {
         loop {
             let config = &self.shared.smtp;
+            inbound.set_mid_message(
+                self.transaction
+                    .as_ref()
+                    .is_some_and(|transaction| transaction.chunks.is_some()),
+            );
             let line = inbound
                 .command_line(
                     config.max_command_line,
