@@ -262,8 +262,15 @@ async fn checks(settings: CheckSettings) -> Result<Checks, Failure> {
 
 /// Makes a directory Moat writes to (the data directory, a Maildir root) if needed and proves
 /// it writable, so the problem is reported at start rather than as 451 replies or deferrals.
+/// A directory it makes is its owner's alone (0700), as the mail inside is; an existing one
+/// keeps the modes its operator gave it.
 pub(crate) fn check_writable(dir: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir)
+    use std::os::unix::fs::DirBuilderExt;
+
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
         .with_context(|| format!("directory {} cannot be created", dir.display()))?;
     let probe = dir.join(".moat-write-test");
     std::fs::write(&probe, b"")
@@ -274,11 +281,14 @@ pub(crate) fn check_writable(dir: &Path) -> anyhow::Result<()> {
 
 /// Takes the data directory's lock file, or says which process holds it.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+
     let path = data_dir.join("moat.lock");
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
+        .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening the lock file {}", path.display()))?;
     if file.try_lock().is_err() {

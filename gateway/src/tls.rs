@@ -6,6 +6,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -79,7 +80,12 @@ fn self_signed(data_dir: &Path, hostname: &str) -> Result<(PathBuf, PathBuf), Tl
         let path = path.to_path_buf();
         move |source| TlsError::File { path, source }
     };
-    fs::create_dir_all(&dir).map_err(file_error(&dir))?;
+    // Where the private key lives: its owner's alone.
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(file_error(&dir))?;
     let made = rcgen::generate_simple_self_signed(vec![hostname.to_string()])?;
     write_private(&private_key, made.key_pair.serialize_pem().as_bytes())
         .map_err(file_error(&private_key))?;
@@ -91,7 +97,6 @@ fn self_signed(data_dir: &Path, hostname: &str) -> Result<(PathBuf, PathBuf), Tl
 /// Writes a file only its owner can read, as a private key must be.
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
 
     let mut file = fs::OpenOptions::new()
         .write(true)
