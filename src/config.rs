@@ -276,10 +276,65 @@ impl FileConfig {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|error| ConfigError::Syntax {
-            path: path.to_path_buf(),
-            detail: error.to_string().trim_end().to_string(),
-        })
+        let mut config: FileConfig =
+            toml::from_str(&text).map_err(|error| ConfigError::Syntax {
+                path: path.to_path_buf(),
+                detail: error.to_string().trim_end().to_string(),
+            })?;
+        config.anchor_paths(&crate::dnsbl::config_dir(path));
+        Ok(config)
+    }
+
+    /// Takes every relative path the file names from the file's own directory, as `[dnsbl]`'s
+    /// datasets are: the working directory of a service is rarely where its configuration is,
+    /// and one rule for every path is what an operator can remember. Defaults that the file
+    /// leaves out (`./moat-data`) stay relative to the working directory.
+    fn anchor_paths(&mut self, base: &Path) {
+        let anchor = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        let anchor_route = |route: &mut String| {
+            let Some((transport, rest)) = route.split_once(':') else {
+                return;
+            };
+            if transport.eq_ignore_ascii_case("maildir")
+                && !rest.is_empty()
+                && Path::new(rest).is_relative()
+            {
+                *route = format!("{transport}:{}", base.join(rest).display());
+            }
+        };
+
+        if let Some(data_dir) = &mut self.data_dir {
+            anchor(data_dir);
+        }
+        if let Some(certificate) = &mut self.tls.certificate {
+            anchor(certificate);
+        }
+        if let Some(private_key) = &mut self.tls.private_key {
+            anchor(private_key);
+        }
+        for domain in &mut self.domain {
+            if let Some(recipients) = &mut domain.recipients {
+                anchor(recipients);
+            }
+            if let Some(route) = &mut domain.route {
+                anchor_route(route);
+            }
+        }
+        if let Some(route) = &mut self.delivery.fallback_route {
+            anchor_route(route);
+        }
+        if let Some(content) = &mut self.content {
+            if let Some(rules_file) = &mut content.rules_file {
+                anchor(rules_file);
+            }
+            if let Some(signatures_dir) = &mut content.signatures_dir {
+                anchor(signatures_dir);
+            }
+        }
     }
 
     /// Applies the overrides and checks every value.
@@ -783,6 +838,38 @@ mod tests {
                 PathBuf::from(DEFAULT_DATA_DIR).join("mail")
             ))
         );
+    }
+
+    #[test]
+    fn relative_paths_in_a_file_are_taken_from_its_directory() {
+        let dir = std::env::temp_dir().join(format!("moat-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("create a scratch directory");
+        let path = dir.join("moat.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"data\"\n\
+             [tls]\ncertificate = \"tls/cert.pem\"\nprivate_key = \"/etc/key.pem\"\n\
+             [[domain]]\nname = \"example.com\"\nroute = \"maildir:mail\"\n\
+             recipients = \"lists/example.com\"\n\
+             [[domain]]\nname = \"example.org\"\nroute = \"lmtp:127.0.0.1:24\"\n",
+        )
+        .expect("write the file");
+
+        let config = FileConfig::load(&path).expect("valid");
+        let _ = std::fs::remove_dir_all(&dir);
+
+        assert_eq!(config.data_dir, Some(dir.join("data")));
+        assert_eq!(config.tls.certificate, Some(dir.join("tls/cert.pem")));
+        assert_eq!(config.tls.private_key, Some(PathBuf::from("/etc/key.pem")));
+        assert_eq!(
+            config.domain[0].route.as_deref(),
+            Some(format!("maildir:{}", dir.join("mail").display()).as_str())
+        );
+        assert_eq!(
+            config.domain[0].recipients,
+            Some(dir.join("lists/example.com"))
+        );
+        assert_eq!(config.domain[1].route.as_deref(), Some("lmtp:127.0.0.1:24"));
     }
 
     #[test]
