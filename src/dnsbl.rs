@@ -1,6 +1,7 @@
 //! `moat dnsbl serve`: a DNS blocklist node, serving rbldnsd-compatible zones over DNS, and
 //! publishing or pulling its dataset files when `[dnsbl.sync]` says so.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
@@ -78,6 +79,16 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
         ),
         None => (DnsblConfig::default(), PathBuf::new()),
     };
+    // Values from the command line are the caller's words: a bad one is a usage error (64),
+    // told apart from a bad configuration file (78).
+    if let Some(bad) = listen
+        .iter()
+        .find(|text| text.parse::<SocketAddr>().is_err())
+    {
+        return Err(fail(exit::USAGE)(anyhow::anyhow!(
+            "--listen {bad:?}: not an address and port, as 127.0.0.1:5353 or [::1]:5353"
+        )));
+    }
     if !listen.is_empty() {
         section.listen = listen;
     }
@@ -95,10 +106,15 @@ pub(crate) fn run(command: Command) -> Result<(), Failure> {
         .map(|z| ZoneSpec::parse_rbldnsd(z))
         .collect::<Result<Vec<_>, _>>()
         .context("--zone")
-        .map_err(fail(exit::CONFIG))?;
+        .map_err(fail(exit::USAGE))?;
     settings.add_zones(zones);
     if settings.zones.is_empty() {
-        return Err(fail(exit::CONFIG)(anyhow::anyhow!(
+        let code = if config.is_some() {
+            exit::CONFIG
+        } else {
+            exit::USAGE
+        };
+        return Err(fail(code)(anyhow::anyhow!(
             "no zone to serve: give [[dnsbl.zone]] in the configuration or --zone zone:type:file"
         )));
     }
@@ -113,9 +129,15 @@ fn serve(settings: Settings) -> Result<(), Failure> {
         .context("starting the async runtime")
         .map_err(fail(exit::SOFTWARE))?;
     let subscriber = runtime.block_on(bootstrap_sync(&settings));
-    let zones = Zones::load(&settings)
-        .context("loading zones")
-        .map_err(fail(exit::CONFIG))?;
+    let zones = Zones::load(&settings).map_err(|error| {
+        // A dataset that is not there is missing input (66), as for `moat learn`; anything
+        // else wrong with the files is the configuration's (78).
+        let code = match &error {
+            moat_dnsbl::Error::Read { .. } => exit::NO_INPUT,
+            _ => exit::CONFIG,
+        };
+        fail(code)(anyhow::Error::new(error).context("loading zones"))
+    })?;
     runtime.block_on(async move {
         let server = DnsServer::start(&settings, zones.clone())
             .map_err(|e| fail(exit::UNAVAILABLE)(e.into()))?;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use moat_greylist::{Greylist, GreylistSection, Outcome, PolicyService, SystemClock};
+use moat_greylist::{Greylist, GreylistSection, Outcome, PolicyService, StoreError, SystemClock};
 
 use crate::config::DEFAULT_DATA_DIR;
 use crate::serve::{check_writable, shutdown_signal};
@@ -64,7 +64,7 @@ fn policy(
         Some(text) => text
             .parse()
             .with_context(|| format!("--listen {text:?}: expected an address and port"))
-            .map_err(fail(exit::CONFIG))?,
+            .map_err(fail(exit::USAGE))?,
         None => settings.policy_listen.unwrap_or_else(default_listen),
     };
     check_writable(&data_dir).map_err(fail(exit::CANT_CREATE))?;
@@ -77,8 +77,15 @@ fn policy(
     runtime.block_on(async move {
         let greylist = Greylist::open(&settings, Arc::new(SystemClock))
             .await
-            .context("opening the greylist store")
-            .map_err(fail(exit::CANT_CREATE))?;
+            .map_err(|error| {
+                // Held by another process is a temporary condition (75), as for moat serve's
+                // data directory lock; anything else means the store cannot be made here.
+                let code = match &error {
+                    StoreError::InUse { .. } => exit::TEMP_FAIL,
+                    _ => exit::CANT_CREATE,
+                };
+                fail(code)(anyhow::Error::new(error).context("opening the greylist store"))
+            })?;
         let greylist = Arc::new(greylist);
         let service = PolicyService::bind(listen, Arc::clone(&greylist))
             .await

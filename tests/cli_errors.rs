@@ -1,4 +1,6 @@
-//! `moat serve` refuses to start with a clear message and a sysexits code when it cannot run.
+//! `moat serve` and `moat dnsbl serve` refuse to start with a clear message and a sysexits
+//! code when they cannot run: 64 for a bad command line, 66 for missing input, 69 for a busy
+//! port, 73 for an unusable data directory, 78 for a bad configuration file.
 
 mod common;
 
@@ -99,4 +101,46 @@ fn an_unusable_data_dir_is_reported_with_its_path() {
         "{}",
         stderr(&output)
     );
+}
+
+#[test]
+fn dnsbl_serve_tells_a_bad_command_line_from_a_missing_dataset() {
+    let dir = TempDir::new("cli-dnsbl");
+    write_file(dir.path(), "bl.txt", "192.0.2.1\n");
+
+    for (args, code, said) in [
+        (&["--zone", "bl.test:ip4set"][..], 64, "--zone"),
+        (&["--zone", "bl.test:nosuchtype:bl.txt"], 64, "--zone"),
+        (
+            &[
+                "--listen",
+                "not-an-address",
+                "--zone",
+                "bl.test:ip4set:bl.txt",
+            ],
+            64,
+            "not-an-address",
+        ),
+        (&[], 64, "no zone to serve"),
+        (&["--zone", "bl.test:ip4set:missing.txt"], 66, "missing.txt"),
+    ] {
+        let mut command = vec!["dnsbl", "serve", "--listen", "127.0.0.1:0"];
+        if args.first() == Some(&"--listen") {
+            command.truncate(2);
+        }
+        command.extend_from_slice(args);
+        let output = moat(&dir, &command);
+
+        assert_eq!(
+            output.status.code(),
+            Some(code),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains(said),
+            "{command:?}: {}",
+            stderr(&output)
+        );
+    }
 }

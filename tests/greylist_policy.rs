@@ -141,6 +141,29 @@ fn kill_9_keeps_state_older_than_the_sync_interval() {
 }
 
 #[test]
+fn a_second_process_on_the_same_store_exits_75_naming_the_holder() {
+    let dir = TempDir::new("greylist-policy-in-use");
+    let first = PolicyProcess::start(dir.path(), "");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(["greylist", "policy", "--listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("moat.toml"))
+        .arg("--data-dir")
+        .arg(&first.data_dir)
+        .output()
+        .expect("run moat");
+
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("open in another process"), "{stderr}");
+    assert_eq!(
+        stderr.matches("another process").count(),
+        1,
+        "said twice: {stderr}"
+    );
+}
+
+#[test]
 fn a_bad_greylist_key_exits_78_naming_it() {
     let dir = TempDir::new("greylist-policy-config");
     let config = dir.path().join("moat.toml");

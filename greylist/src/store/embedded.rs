@@ -99,7 +99,12 @@ impl EmbeddedStore {
             path: path.to_path_buf(),
             source: Box::new(source),
         };
-        let db = Database::create(path).map_err(|e| error(e.into()))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: path.to_path_buf(),
+            },
+            other => error(other.into()),
+        })?;
 
         // Create both tables now, so that readers never meet a missing table.
         let txn = db.begin_write().map_err(|e| error(e.into()))?;

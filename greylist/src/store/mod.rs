@@ -35,6 +35,15 @@ pub enum StoreError {
         /// What redb said.
         source: Box<redb::Error>,
     },
+    /// The embedded database is held by another process: redb takes an exclusive lock.
+    #[error(
+        "embedded store {path} is open in another process (a moat serve or moat greylist policy \
+         on the same data directory); stop it, or give this one its own data_dir"
+    )]
+    InUse {
+        /// The database file.
+        path: PathBuf,
+    },
     /// The embedded store's writer thread has stopped (it logged why).
     #[error("embedded store {path}: the writer thread has stopped")]
     WriterStopped {
