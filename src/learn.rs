@@ -1,15 +1,22 @@
 //! `moat learn spam|ham PATH...`: trains the statistical classifier on message files, adding
 //! to the model in the data directory under its lock, so that a running `moat serve` and
-//! other `moat learn` runs lose nothing.
+//! other `moat learn` runs lose nothing. The named paths become message files in `inputs`.
+//!
+//! Exit codes: 66 (EX_NOINPUT) when no named input held a message, or after learning when a
+//! named path did not exist; 65 (EX_DATAERR) for a damaged model file; 73 (EX_CANTCREAT) when
+//! the model cannot be written.
 
-use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use moat_gateway::classifier::{FeatureScheme, Label, MODEL_SCHEME, Model, ModelStore};
+use moat_gateway::classifier::{
+    ClassifierError, FeatureScheme, Label, Learned, Lesson, MODEL_SCHEME, MessageDigest, Model,
+    ModelStore,
+};
 use moat_gateway::content::{ContentScanner, ContentSettings};
 
 use crate::config::{DEFAULT_DATA_DIR, FileConfig, Overrides};
+use crate::inputs::{Skipped, as_received, expand};
 use crate::{Failure, exit, fail};
 
 /// Where the model is: shared by `moat learn`, `moat check` and `moat quarantine`.
@@ -45,72 +52,107 @@ impl From<LabelArg> for Label {
 pub(crate) fn run(label: LabelArg, location: Location, paths: Vec<PathBuf>) -> Result<(), Failure> {
     let label = Label::from(label);
     let data_dir = data_dir(&location)?;
-    let files = expand(&paths)?;
+    let mut inputs = expand(&paths)?;
 
     let scanner = ContentScanner::load(ContentSettings::default())
         .context("loading the message parser")
         .map_err(fail(exit::SOFTWARE))?;
-    let (delta, unreadable) = learn_files(&scanner, &files, label);
+    let (lessons, skipped) = read_lessons(&scanner, &inputs.files, label);
+    inputs.skipped.add(&skipped);
+    if lessons.is_empty() {
+        return Err(fail(exit::NO_INPUT)(anyhow::anyhow!(
+            "nothing to learn: no named input held a message (skipped {})",
+            inputs.skipped
+        )));
+    }
 
     let store = ModelStore::new(&data_dir.join("classifier"));
-    let (model, _) = store
-        .update(&delta)
-        .context("saving the classifier model")
-        .map_err(fail(exit::CANT_CREATE))?;
-    let learned = match label {
-        Label::Spam => delta.spam_messages,
-        Label::Ham => delta.ham_messages,
-    };
+    let (model, _, outcomes) = store.learn(&lessons).map_err(store_failure)?;
+    let count = |wanted| outcomes.iter().filter(|o| **o == wanted).count();
+    let (new, relearned, already) = (
+        count(Learned::New),
+        count(Learned::Relearned),
+        count(Learned::Already),
+    );
     println!(
-        "learned {learned} {} messages ({unreadable} unreadable skipped), model now {} spam / {} ham",
+        "learned {} {} {} ({new} new, {relearned} relearned, {already} already learned), \
+         skipped {}, model now {} spam / {} ham",
+        new + relearned,
         label.name(),
+        messages(new + relearned),
+        inputs.skipped,
         model.spam_messages,
         model.ham_messages
     );
-    Ok(())
+    inputs.missing_failure()
 }
 
-/// Learns one message into the model of `data_dir`, for `moat quarantine`.
+/// "message" or "messages".
+pub(crate) fn messages(count: usize) -> &'static str {
+    if count == 1 { "message" } else { "messages" }
+}
+
+/// The exit code of a model that cannot be used or saved: a damaged file is a data error the
+/// operator must repair (EX_DATAERR), anything else a file that cannot be written.
+pub(crate) fn store_failure(error: ClassifierError) -> Failure {
+    let code = match error {
+        ClassifierError::Corrupt { .. } => exit::DATA_ERR,
+        _ => exit::CANT_CREATE,
+    };
+    fail(code)(anyhow::Error::new(error).context("saving the classifier model"))
+}
+
+/// Learns one message into the model of `data_dir`, for `moat quarantine`: what the model
+/// holds after, and whether the message was new, already learned or moved from the other
+/// class.
+///
+/// # Errors
+/// [`ClassifierError`] from the model store.
 pub(crate) fn learn_message(
     data_dir: &Path,
     message: &[u8],
     label: Label,
-) -> anyhow::Result<Model> {
+) -> anyhow::Result<Result<(Model, Learned), ClassifierError>> {
     let scanner = ContentScanner::load(ContentSettings::default())?;
-    let mut delta = Model::default();
-    delta.learn(
-        &scanner.features(&as_received(message), MODEL_SCHEME),
+    let message = as_received(message);
+    let lesson = Lesson {
+        digest: MessageDigest::of(&message),
+        features: scanner.features(&message, MODEL_SCHEME),
         label,
-    );
-    let (model, _) = ModelStore::new(&data_dir.join("classifier")).update(&delta)?;
-    Ok(model)
+    };
+    let store = ModelStore::new(&data_dir.join("classifier"));
+    Ok(store
+        .learn(std::slice::from_ref(&lesson))
+        .map(|(model, _, outcomes)| (model, outcomes.first().copied().unwrap_or(Learned::Already))))
 }
 
-/// The features of every file, on every core; the counts of those that could be read, and how
-/// many could not.
-fn learn_files(scanner: &ContentScanner, files: &[PathBuf], label: Label) -> (Model, usize) {
+/// The lessons of every file that holds a message, on every core, in file order; and what
+/// was skipped.
+fn read_lessons(
+    scanner: &ContentScanner,
+    files: &[PathBuf],
+    label: Label,
+) -> (Vec<Lesson>, Skipped) {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = files.len().div_ceil(workers).max(1);
-    let results: Vec<(Model, usize)> = std::thread::scope(|scope| {
+    let results: Vec<(Vec<Lesson>, Skipped)> = std::thread::scope(|scope| {
         let handles: Vec<_> = files
             .chunks(chunk)
             .map(|part| {
                 let handle = scope.spawn(move || {
-                    let mut model = Model::default();
-                    let mut unreadable = 0;
+                    let mut lessons = Vec::new();
+                    let mut skipped = Skipped::default();
                     for path in part {
-                        match std::fs::read(path) {
-                            Ok(raw) => {
-                                let message = as_received(&raw);
-                                model.learn(&scanner.features(&message, MODEL_SCHEME), label);
-                            }
-                            Err(error) => {
-                                tracing::warn!(path = %path.display(), %error, "unreadable message skipped");
-                                unreadable += 1;
-                            }
-                        }
+                        let Some(message) = skipped.read(path) else {
+                            continue;
+                        };
+                        lessons.push(Lesson {
+                            digest: MessageDigest::of(&message),
+                            features: scanner.features(&message, MODEL_SCHEME),
+                            label,
+                        });
                     }
-                    (model, unreadable)
+                    (lessons, skipped)
                 });
                 (part.len(), handle)
             })
@@ -118,16 +160,24 @@ fn learn_files(scanner: &ContentScanner, files: &[PathBuf], label: Label) -> (Mo
         // A worker that panicked (a parser bug) counts its whole share as unreadable.
         handles
             .into_iter()
-            .map(|(len, handle)| handle.join().unwrap_or_else(|_| (Model::default(), len)))
+            .map(|(len, handle)| {
+                handle.join().unwrap_or_else(|_| {
+                    let skipped = Skipped {
+                        unreadable: len,
+                        ..Skipped::default()
+                    };
+                    (Vec::new(), skipped)
+                })
+            })
             .collect()
     });
-    let mut delta = Model::default();
-    let mut unreadable = 0;
-    for (model, skipped) in results {
-        delta.merge(&model);
-        unreadable += skipped;
+    let mut lessons = Vec::new();
+    let mut skipped = Skipped::default();
+    for (part, part_skipped) in results {
+        lessons.extend(part);
+        skipped.add(&part_skipped);
     }
-    (delta, unreadable)
+    (lessons, skipped)
 }
 
 /// The data directory: `--data-dir`, else the configuration's, else the default.
@@ -143,96 +193,6 @@ pub(crate) fn data_dir(location: &Location) -> Result<PathBuf, Failure> {
         .validate(Overrides::default())
         .map_err(|error| fail(exit::CONFIG)(error.into()))?;
     Ok(settings.data_dir)
-}
-
-/// The message files named by `paths`: files as they are, directories walked (a Maildir's
-/// `cur/` and `new/` only, anything else recursively), `-` for paths read from stdin.
-///
-/// # Errors
-/// Exit 66 for a path that does not exist, before anything is learned.
-pub(crate) fn expand(paths: &[PathBuf]) -> Result<Vec<PathBuf>, Failure> {
-    let mut named = Vec::new();
-    for path in paths {
-        if path.as_os_str() == "-" {
-            for line in std::io::stdin().lock().lines() {
-                let line = line
-                    .context("reading paths from stdin")
-                    .map_err(fail(exit::NO_INPUT))?;
-                if !line.trim().is_empty() {
-                    named.push(PathBuf::from(line.trim_end_matches(['\r', '\n'])));
-                }
-            }
-        } else {
-            named.push(path.clone());
-        }
-    }
-
-    let mut files = Vec::new();
-    for path in named {
-        if !path.exists() {
-            return Err(fail(exit::NO_INPUT)(anyhow::anyhow!(
-                "{} does not exist: name message files, directories of them, or a Maildir",
-                path.display()
-            )));
-        }
-        if path.is_dir() {
-            let maildir = path.join("cur").is_dir() || path.join("new").is_dir();
-            let roots = if maildir {
-                vec![path.join("cur"), path.join("new")]
-            } else {
-                vec![path]
-            };
-            for root in roots {
-                walk(&root, &mut files);
-            }
-        } else {
-            files.push(path);
-        }
-    }
-    Ok(files)
-}
-
-/// Every regular file under `dir`, sorted, recursively; unreadable directories are skipped
-/// with a warning.
-fn walk(dir: &Path, files: &mut Vec<PathBuf>) {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(error) => {
-            if dir.exists() {
-                tracing::warn!(dir = %dir.display(), %error, "directory skipped");
-            }
-            return;
-        }
-    };
-    let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
-    paths.sort();
-    for path in paths {
-        if path.is_dir() {
-            walk(&path, files);
-        } else if path.is_file() {
-            files.push(path);
-        }
-    }
-}
-
-/// A message file as the gateway would have received it: an mbox `From ` envelope line
-/// dropped (it is no header field), and bare LF line ends made CRLF, as SMTP carries them.
-pub(crate) fn as_received(raw: &[u8]) -> Vec<u8> {
-    let raw = match raw.strip_prefix(b"From ") {
-        Some(rest) => rest
-            .iter()
-            .position(|&b| b == b'\n')
-            .map_or(&raw[raw.len()..], |end| &rest[end + 1..]),
-        None => raw,
-    };
-    let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    for (index, &byte) in raw.iter().enumerate() {
-        if byte == b'\n' && (index == 0 || raw[index - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(byte);
-    }
-    out
 }
 
 /// `moat classifier-eval`: cross-validates the candidate models on the corpus's training half
@@ -288,18 +248,4 @@ pub(crate) fn evaluate(corpus: &Path, folds: usize) -> Result<(), Failure> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_mbox_line_is_dropped_and_line_ends_become_crlf() {
-        assert_eq!(
-            as_received(b"From a@example.com  Thu Aug 22 2002\nSubject: x\n\nbody\r\n"),
-            b"Subject: x\r\n\r\nbody\r\n"
-        );
-        assert_eq!(as_received(b"Subject: y\n"), b"Subject: y\r\n");
-    }
 }

@@ -4,6 +4,7 @@ mod check;
 mod config;
 mod dnsbl;
 mod greylist;
+mod inputs;
 mod learn;
 mod metrics;
 mod quarantine;
@@ -28,6 +29,8 @@ pub(crate) mod exit {
     pub const USAGE: u8 = 64;
     /// A named input does not exist (EX_NOINPUT).
     pub const NO_INPUT: u8 = 66;
+    /// An input exists but its data is damaged, as a corrupt model file (EX_DATAERR).
+    pub const DATA_ERR: u8 = 65;
     /// Try again later: the data directory is in use (EX_TEMPFAIL).
     pub const TEMP_FAIL: u8 = 75;
     /// Anything else (EX_SOFTWARE).

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::Subcommand;
-use moat_delivery::{Quarantine, QueueId};
-use moat_gateway::classifier::Label;
+use moat_delivery::{Quarantine, QueueId, SpoolError};
+use moat_gateway::classifier::{Label, Learned};
 
 use crate::config::{DEFAULT_DATA_DIR, FileConfig};
 use crate::{Failure, exit, fail};
@@ -57,16 +57,16 @@ pub(crate) enum Command {
 /// Runs a `moat quarantine` command.
 pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
     let data_dir = data_dir(&location).map_err(fail(exit::CONFIG))?;
-    let quarantine = Quarantine::open(&data_dir.join("quarantine"))
-        .context("opening the quarantine")
-        .map_err(fail(exit::CANT_CREATE))?;
+    // The spool's errors end with the OS error already: formatted once, not chained.
+    let quarantine = Quarantine::open(&data_dir.join("quarantine")).map_err(|error| {
+        fail(exit::CANT_CREATE)(anyhow::anyhow!("opening the quarantine: {error}"))
+    })?;
 
     match command {
         Command::List => {
-            let held = quarantine
-                .list()
-                .context("listing the quarantine")
-                .map_err(fail(exit::SOFTWARE))?;
+            let held = quarantine.list().map_err(|error| {
+                fail(exit::SOFTWARE)(anyhow::anyhow!("listing the quarantine: {error}"))
+            })?;
             for message in &held {
                 println!(
                     "{}  score={:.1}  from=<{}>  to={}  reasons={}",
@@ -82,8 +82,7 @@ pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
         Command::Show { id } => {
             let (message, content) = quarantine
                 .show(parse_id(&id)?)
-                .with_context(|| format!("showing {id}"))
-                .map_err(fail(exit::NO_INPUT))?;
+                .map_err(|error| held_failure(&id, "showing", &error))?;
             println!("Queue-ID: {}", message.id);
             println!("Score: {:.1}", message.verdict.score);
             println!("Reasons: {}", message.verdict.checks.join(" "));
@@ -100,12 +99,10 @@ pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
             let queue_id = parse_id(&id)?;
             let (_, content) = quarantine
                 .show(queue_id)
-                .with_context(|| format!("reading {id}"))
-                .map_err(fail(exit::NO_INPUT))?;
+                .map_err(|error| held_failure(&id, "releasing", &error))?;
             let held = quarantine
                 .release(queue_id, &data_dir.join("queue"))
-                .with_context(|| format!("releasing {id}"))
-                .map_err(fail(exit::NO_INPUT))?;
+                .map_err(|error| held_failure(&id, "releasing", &error))?;
             tracing::info!(queue_id = %held.id, "released from quarantine");
             println!(
                 "{} released to {}",
@@ -119,33 +116,54 @@ pub(crate) fn run(location: Location, command: Command) -> Result<(), Failure> {
         Command::LearnSpam { id } => {
             let (_, content) = quarantine
                 .show(parse_id(&id)?)
-                .with_context(|| format!("reading {id}"))
-                .map_err(fail(exit::NO_INPUT))?;
+                .map_err(|error| held_failure(&id, "learning", &error))?;
             learn(&data_dir, &id, &content, Label::Spam)?;
         }
         Command::Delete { id } => {
             quarantine
                 .delete(parse_id(&id)?)
-                .with_context(|| format!("deleting {id}"))
-                .map_err(fail(exit::NO_INPUT))?;
+                .map_err(|error| held_failure(&id, "deleting", &error))?;
             println!("{id} deleted");
         }
     }
     Ok(())
 }
 
-/// Teaches the classifier that held message `id` is `label`, and says so.
+/// Teaches the classifier that held message `id` is `label`, and says so: a message
+/// auto-learned as the other class is moved ("relearned"), one learned as this class before
+/// is left alone ("already learned").
 fn learn(data_dir: &Path, id: &str, content: &[u8], label: Label) -> Result<(), Failure> {
-    let model = crate::learn::learn_message(data_dir, content, label)
-        .with_context(|| format!("learning {id} as {}", label.name()))
-        .map_err(fail(exit::CANT_CREATE))?;
+    let (model, learned) = crate::learn::learn_message(data_dir, content, label)
+        .with_context(|| format!("loading the message parser to learn {id}"))
+        .map_err(fail(exit::SOFTWARE))?
+        .map_err(crate::learn::store_failure)?;
+    let how = match learned {
+        Learned::New => "learned",
+        Learned::Relearned => "relearned",
+        Learned::Already => "already learned",
+    };
     println!(
-        "{id} learned as {}, model now {} spam / {} ham",
+        "{id} {how} as {}, model now {} spam / {} ham",
         label.name(),
         model.spam_messages,
         model.ham_messages
     );
     Ok(())
+}
+
+/// The failure for a held message that cannot be read: exit 66 and, when it is not there,
+/// where to look; otherwise the spool's error once (its message holds the OS error, which
+/// the chain would print a second time).
+fn held_failure(id: &str, action: &str, error: &SpoolError) -> Failure {
+    if let SpoolError::Io { source, .. } = error
+        && source.kind() == std::io::ErrorKind::NotFound
+    {
+        return fail(exit::NO_INPUT)(anyhow::anyhow!(
+            "{action} {id}: it is not in the quarantine (released or deleted already?); run \
+             `moat quarantine list` to see what is held"
+        ));
+    }
+    fail(exit::NO_INPUT)(anyhow::anyhow!("{action} {id}: {error}"))
 }
 
 /// The data directory: `--data-dir`, else the configuration's `data_dir`, else the default.

@@ -1,7 +1,9 @@
 //! The statistical classifier end to end: `moat learn` and `moat check` on the SpamAssassin
 //! corpus, a `moat serve` that picks up a learned model and gives the same score after a
 //! restart, a corrupt model file that leaves Moat running on rules alone, concurrent `moat
-//! learn` runs that lose no update, and a release from the quarantine that learns ham.
+//! learn` runs that lose no update, and a release from the quarantine that learns ham; then
+//! the review's regressions: symbolic links, FIFOs and non-messages skipped, de-duplication and
+//! relearning, test patterns never auto-learned, exit codes, error text and file modes.
 //!
 //! The corpus comes from `scripts/fetch-corpus`; without it these tests fail saying so.
 
@@ -76,9 +78,11 @@ fn train(data_dir: &Path, count: usize) -> (Vec<PathBuf>, Vec<PathBuf>) {
             &paths_text(learned),
         ));
         assert!(
-            out.starts_with(&format!(
-                "learned {count} {label} messages (0 unreadable skipped)"
-            )),
+            out.starts_with(&format!("learned {count} {label} messages ({count} new, ")),
+            "{out}"
+        );
+        assert!(
+            out.contains("skipped 0 not a regular file, 0 unreadable, 0 not a message"),
             "{out}"
         );
     }
@@ -294,9 +298,11 @@ fn releasing_a_held_message_learns_it_as_ham_and_learn_spam_as_spam() {
     let moat = Moat::start(
         "[content]\n[verdict]\ntag_at = -100.0\nquarantine_at = -100.0\nreject_at = 1000.0\n",
     );
-    let message = b"Subject: quarterly report\r\n\r\nThe figures are attached.\r\n.\r\n";
-    assert_eq!(send(&moat, message), 250);
-    assert_eq!(send(&moat, message), 250);
+    // Two different messages: the same one twice would be one message to the classifier.
+    let first = b"Subject: quarterly report\r\n\r\nThe figures are attached.\r\n.\r\n";
+    let second = b"Subject: quarterly report\r\n\r\nThe figures follow.\r\n.\r\n";
+    assert_eq!(send(&moat, first), 250);
+    assert_eq!(send(&moat, second), 250);
 
     let d = moat.data_dir.to_str().expect("utf-8").to_owned();
     let list = run_moat(&["quarantine", "--data-dir", &d, "list"], "");
@@ -349,9 +355,10 @@ fn sure_verdicts_are_auto_learned_and_saved_within_seconds() {
     // Every message is "sure ham" here: its score (0) is under autolearn_ham_at.
     let moat =
         Moat::start("[content]\n[classifier]\nautolearn_ham_at = 1.0\nautolearn_spam_at = 2.0\n");
-    let message = b"Subject: minutes\r\n\r\nThe minutes of the meeting.\r\n.\r\n";
-    assert_eq!(send(&moat, message), 250);
-    assert_eq!(send(&moat, message), 250);
+    let first = b"Subject: minutes\r\n\r\nThe minutes of the meeting.\r\n.\r\n";
+    let second = b"Subject: minutes\r\n\r\nThe minutes of the next meeting.\r\n.\r\n";
+    assert_eq!(send(&moat, first), 250);
+    assert_eq!(send(&moat, second), 250);
 
     let store = ModelStore::new(&moat.data_dir.join("classifier"));
     wait_until(
@@ -361,4 +368,372 @@ fn sure_verdicts_are_auto_learned_and_saved_within_seconds() {
     );
     let (model, _) = store.load().expect("model loads");
     assert_eq!(model.spam_messages, 0);
+}
+
+// ---- Regressions from the review of the first version ----
+
+/// A small message file with a Message-ID, so that each is its own message to the classifier.
+fn message_file(dir: &Path, name: &str, id: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(
+        &path,
+        format!("Message-ID: <{id}@example.com>\nSubject: {id}\n\n{body}\n"),
+    )
+    .expect("write message");
+    path
+}
+
+/// Runs `moat ARGS` with no stdin, killed and failed after 20 seconds (a FIFO once hung it).
+fn run_moat_within(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_moat"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run moat");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("poll moat").is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().ok();
+            panic!("moat {args:?} hung");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.wait_with_output().expect("wait for moat")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn mkfifo(path: &Path) {
+    let status = Command::new("mkfifo").arg(path).status().expect("mkfifo");
+    assert!(status.success());
+}
+
+#[test]
+fn learn_does_not_follow_symlinks_inside_directories_and_counts_what_it_skipped() {
+    let dir = TempDir::new("classifier-symlinks");
+    let outside = TempDir::new("classifier-symlinks-outside");
+    let mail = dir.path().join("mail");
+    fs::create_dir_all(&mail).expect("mkdir");
+    message_file(&mail, "a.eml", "a", "hello there");
+    let secret = message_file(outside.path(), "secret.eml", "secret", "not for learning");
+    std::os::unix::fs::symlink("..", mail.join("loop")).expect("symlink");
+    std::os::unix::fs::symlink(&secret, mail.join("secret.eml")).expect("symlink");
+    mkfifo(&mail.join("fifo"));
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+
+    let out = ok(run_moat_within(&[
+        "learn",
+        "spam",
+        "--data-dir",
+        d,
+        mail.to_str().expect("utf-8"),
+    ]));
+    assert!(out.starts_with("learned 1 spam message (1 new, "), "{out}");
+    assert!(
+        out.contains("skipped 3 not a regular file, 0 unreadable, 0 not a message"),
+        "{out}"
+    );
+
+    // A symbolic link to a regular file named on the command line is followed.
+    let link = dir.path().join("named.eml");
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    let out = ok(run_moat_within(&[
+        "learn",
+        "spam",
+        "--data-dir",
+        d,
+        link.to_str().expect("utf-8"),
+    ]));
+    assert!(out.starts_with("learned 1 spam message (1 new, "), "{out}");
+}
+
+#[test]
+fn a_fifo_or_device_is_refused_as_not_a_regular_file_without_hanging() {
+    let dir = TempDir::new("classifier-fifo");
+    let fifo = dir.path().join("fifo");
+    mkfifo(&fifo);
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let fifo = fifo.to_str().expect("utf-8");
+    for args in [
+        vec!["learn", "ham", "--data-dir", d, fifo],
+        vec!["check", "--no-network", "--data-dir", d, fifo],
+        vec!["check", "--no-network", "--data-dir", d, "/dev/null"],
+    ] {
+        let output = run_moat_within(&args);
+        assert_eq!(
+            output.status.code(),
+            Some(66),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+        assert!(
+            stderr(&output).contains("not a regular file"),
+            "{}",
+            stderr(&output)
+        );
+        assert!(output.stdout.is_empty(), "{args:?} scored something");
+    }
+}
+
+#[test]
+fn empty_and_binary_files_are_not_messages() {
+    let dir = TempDir::new("classifier-not-messages");
+    let mail = dir.path().join("mail");
+    fs::create_dir_all(&mail).expect("mkdir");
+    fs::write(mail.join("empty"), b"").expect("write");
+    fs::write(
+        mail.join("binary"),
+        [0u8, 159, 146, 150, 0, 1, 2, b':', 10, 10],
+    )
+    .expect("write");
+    fs::write(mail.join("text"), b"just some words\n\nmore words: here\n").expect("write");
+    message_file(&mail, "real.eml", "real", "a real message");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+
+    let out = ok(run_moat_within(&[
+        "learn",
+        "ham",
+        "--data-dir",
+        d,
+        mail.to_str().expect("utf-8"),
+    ]));
+    assert!(out.starts_with("learned 1 ham message (1 new, "), "{out}");
+    assert!(out.contains("0 unreadable, 3 not a message"), "{out}");
+}
+
+#[test]
+fn learning_a_message_twice_counts_once_and_the_other_class_moves_it() {
+    let dir = TempDir::new("classifier-seen");
+    let message = message_file(dir.path(), "m.eml", "seen", "cheap watches for everyone");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let m = message.to_str().expect("utf-8");
+
+    let out = ok(run_moat(&["learn", "spam", "--data-dir", d, m], ""));
+    assert!(
+        out.contains("(1 new, 0 relearned, 0 already learned)"),
+        "{out}"
+    );
+    let out = ok(run_moat(&["learn", "spam", "--data-dir", d, m, m], ""));
+    assert!(
+        out.starts_with("learned 0 spam messages (0 new, 0 relearned, 2 already learned)"),
+        "{out}"
+    );
+    assert!(out.contains("model now 1 spam / 0 ham"), "{out}");
+
+    let out = ok(run_moat(&["learn", "ham", "--data-dir", d, m], ""));
+    assert!(
+        out.contains("(0 new, 1 relearned, 0 already learned)"),
+        "{out}"
+    );
+    assert!(out.contains("model now 0 spam / 1 ham"), "{out}");
+    let (model, _) = ModelStore::new(&dir.path().join("data/classifier"))
+        .load()
+        .expect("model loads");
+    assert!(
+        model.counts.values().all(|c| c.spam == 0 && c.ham == 1),
+        "{model:?}"
+    );
+}
+
+/// A message that the default rules score on both sides: 3.5 header points (Subject rules)
+/// and 4.5 body points.
+const SURE_SPAM: &[u8] =
+    b"Message-ID: <sure-spam@example.com>\r\nSubject: free money viagra\r\n\r\n\
+    As the next of kin you will receive the transfer of the sum of ten million.\r\n.\r\n";
+
+#[test]
+fn releasing_an_autolearned_spam_moves_it_to_ham() {
+    let moat = Moat::start(
+        "[content]\n[verdict]\ntag_at = -100.0\nquarantine_at = -100.0\nreject_at = 1000.0\n\
+         [classifier]\nautolearn_spam_at = 5.0\nautolearn_ham_at = -50.0\n",
+    );
+    assert_eq!(send(&moat, SURE_SPAM), 250);
+    let store = ModelStore::new(&moat.data_dir.join("classifier"));
+    wait_until(
+        Duration::from_secs(10),
+        "the auto-learned spam saved",
+        || {
+            store
+                .load()
+                .is_ok_and(|(model, _)| model.spam_messages == 1)
+        },
+    );
+
+    let d = moat.data_dir.to_str().expect("utf-8").to_owned();
+    let list = ok(run_moat(&["quarantine", "--data-dir", &d, "list"], ""));
+    let id = list.split_whitespace().next().expect("one held").to_owned();
+    let released = ok(run_moat(
+        &["quarantine", "--data-dir", &d, "release", &id],
+        "",
+    ));
+    assert!(
+        released.contains("relearned as ham, model now 0 spam / 1 ham"),
+        "{released}"
+    );
+}
+
+#[test]
+fn gtube_and_one_sided_spam_are_never_autolearned() {
+    // Sure ham is learned here (score 0 <= 1), which shows when the learning was saved.
+    let moat =
+        Moat::start("[content]\n[classifier]\nautolearn_spam_at = 2.0\nautolearn_ham_at = 1.0\n");
+    let gtube = format!(
+        "Subject: free money viagra\r\n\r\nnext of kin, transfer of the sum of\r\n{}\r\n.\r\n",
+        moat_gateway::content::GTUBE
+    );
+    assert_eq!(send(&moat, gtube.as_bytes()), 554);
+    // Body points alone (4.5), over autolearn_spam_at but with no header-side evidence.
+    let one_sided = b"Subject: hello\r\n\r\nnext of kin, transfer of the sum of\r\n.\r\n";
+    assert_eq!(send(&moat, one_sided), 250);
+    assert_eq!(
+        send(&moat, b"Subject: minutes\r\n\r\nThe minutes.\r\n.\r\n"),
+        250
+    );
+
+    let store = ModelStore::new(&moat.data_dir.join("classifier"));
+    wait_until(
+        Duration::from_secs(10),
+        "the auto-learned ham saved",
+        || store.load().is_ok_and(|(model, _)| model.ham_messages == 1),
+    );
+    let (model, _) = store.load().expect("model loads");
+    assert_eq!(model.spam_messages, 0);
+}
+
+#[test]
+fn learn_and_check_exit_66_when_nothing_could_be_used_and_check_the_rest() {
+    let dir = TempDir::new("classifier-exit");
+    let empty = dir.path().join("empty");
+    fs::create_dir_all(&empty).expect("mkdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let e = empty.to_str().expect("utf-8");
+
+    let output = run_moat(&["learn", "spam", "--data-dir", d, e], "");
+    assert_eq!(output.status.code(), Some(66));
+    assert!(
+        stderr(&output).contains("nothing to learn"),
+        "{}",
+        stderr(&output)
+    );
+    let output = run_moat(&["check", "--data-dir", d, e], "");
+    assert_eq!(output.status.code(), Some(66));
+    assert!(
+        stderr(&output).contains("nothing to check"),
+        "{}",
+        stderr(&output)
+    );
+
+    let good = message_file(dir.path(), "good.eml", "good", "lunch on friday");
+    let good = good.to_str().expect("utf-8");
+    let output = run_moat(
+        &["check", "--data-dir", d, "/nonexistent/moat-test", good],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(66));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with(good));
+    assert!(
+        stderr(&output).contains("/nonexistent/moat-test: does not exist"),
+        "{}",
+        stderr(&output)
+    );
+    // No model under this data directory: said, not passed off as untrained.
+    assert!(
+        stderr(&output).contains("no classifier model at"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_corrupt_model_makes_learn_exit_65_naming_the_file() {
+    let dir = TempDir::new("classifier-corrupt-learn");
+    let message = message_file(dir.path(), "m.eml", "corrupt", "some words");
+    let classifier = dir.path().join("data/classifier");
+    fs::create_dir_all(&classifier).expect("mkdir");
+    fs::write(classifier.join("model.bin"), b"garbage").expect("write");
+    let d = dir.path().join("data");
+    let output = run_moat(
+        &[
+            "learn",
+            "spam",
+            "--data-dir",
+            d.to_str().expect("utf-8"),
+            message.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(65), "{}", stderr(&output));
+    let text = stderr(&output);
+    assert!(text.contains("model.bin"), "{text}");
+    assert!(
+        text.contains("restore it from a backup or delete it and retrain"),
+        "{text}"
+    );
+}
+
+#[test]
+fn an_os_error_is_printed_once_and_a_missing_held_message_says_where_to_look() {
+    let dir = TempDir::new("classifier-errors");
+    let message = message_file(dir.path(), "m.eml", "errors", "some words");
+    let classifier = dir.path().join("data/classifier");
+    // A lock file that cannot be opened for writing: a directory in its place.
+    fs::create_dir_all(classifier.join("model.lock")).expect("mkdir");
+    let d = dir.path().join("data");
+    let d = d.to_str().expect("utf-8");
+    let output = run_moat(
+        &[
+            "learn",
+            "spam",
+            "--data-dir",
+            d,
+            message.to_str().expect("utf-8"),
+        ],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(73));
+    let text = stderr(&output);
+    assert_eq!(text.matches("os error").count(), 1, "{text}");
+
+    let output = run_moat(
+        &["quarantine", "--data-dir", d, "release", "0123456789abcdef"],
+        "",
+    );
+    assert_eq!(output.status.code(), Some(66));
+    let text = stderr(&output);
+    assert!(text.contains("not in the quarantine"), "{text}");
+    assert!(text.contains("moat quarantine list"), "{text}");
+    assert!(text.matches("os error").count() <= 1, "{text}");
+}
+
+#[test]
+fn the_classifier_directory_and_files_are_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("classifier-modes");
+    let message = message_file(dir.path(), "m.eml", "modes", "some words");
+    let d = dir.path().join("data");
+    ok(run_moat(
+        &[
+            "learn",
+            "spam",
+            "--data-dir",
+            d.to_str().expect("utf-8"),
+            message.to_str().expect("utf-8"),
+        ],
+        "",
+    ));
+    let mode = |path: PathBuf| fs::metadata(&path).expect("stat").permissions().mode() & 0o777;
+    let classifier = d.join("classifier");
+    assert_eq!(mode(classifier.clone()), 0o700);
+    for file in ["model.bin", "model.lock", "seen.bin"] {
+        assert_eq!(mode(classifier.join(file)), 0o600, "{file}");
+    }
 }

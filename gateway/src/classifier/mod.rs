@@ -9,17 +9,22 @@
 //! - `model` keeps, per feature, how many spam and ham messages had it; [`Model::probability`]
 //!   gives a message's probability of spam.
 //! - `store` reads and writes `data_dir/classifier/model.bin` (versioned, checksummed, written
-//!   atomically under a lock, merged by adding counts).
+//!   atomically under a lock, merged by adding counts), and with it `seen.bin`, the record of
+//!   the messages learned (`seen`, keyed by [`MessageDigest`]), so that a message learned
+//!   twice counts once and one learned as the other class moves.
+//! - `autolearn` decides which of its own verdicts `moat serve` may learn from.
 //! - [`Classifier`] is what `moat serve` shares between sessions: the model in memory, what it
 //!   auto-learned since the last flush, and [`Classifier::sync`], run every few seconds, which
 //!   flushes that and picks up a model file changed by `moat learn` or copied from another node.
 //! - `evaluate` cross-validates feature schemes and models on a labelled corpus (`moat
 //!   classifier-eval`), the measurement behind the choice in ARCHITECTURE.md.
 
+mod autolearn;
 mod error;
 pub mod evaluate;
 mod features;
 mod model;
+mod seen;
 mod settings;
 mod store;
 mod tokenizer;
@@ -29,14 +34,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
+pub use autolearn::{AUTOLEARN_MIN_SIDE_POINTS, AutolearnEvidence, autolearn_label};
 pub use error::ClassifierError;
 pub use features::{Document, FeatureScheme, Features, extract, hash};
 pub use model::{Counts, Label, Model, fisher_combine};
+pub use seen::{MessageDigest, SEEN_FILE, SEEN_LIMIT};
 pub use settings::{
     ClassifierConfigError, ClassifierSection, ClassifierSettings, DEFAULT_AUTOLEARN_HAM_AT,
     DEFAULT_AUTOLEARN_SPAM_AT, DEFAULT_HAM_WEIGHT, DEFAULT_MIN_LEARNED, DEFAULT_SPAM_WEIGHT,
 };
-pub use store::{FORMAT_VERSION, FileStamp, MODEL_FILE, ModelStore};
+pub use store::{FORMAT_VERSION, FileStamp, Learned, Lesson, MODEL_FILE, ModelStore};
 pub use tokenizer::words;
 
 /// How often `moat serve` flushes what it auto-learned and looks for a changed model file:
@@ -120,7 +127,7 @@ pub struct Classifier {
     store: ModelStore,
     live: RwLock<Live>,
     /// Learned here and not yet written to the file.
-    pending: Mutex<Model>,
+    pending: Mutex<Vec<Lesson>>,
 }
 
 impl Classifier {
@@ -158,7 +165,7 @@ impl Classifier {
             settings,
             store,
             live: RwLock::new(live),
-            pending: Mutex::new(Model::default()),
+            pending: Mutex::new(Vec::new()),
         }
     }
 
@@ -204,17 +211,21 @@ impl Classifier {
         }
     }
 
-    /// Learns a message in memory at once; [`Classifier::sync`] writes it to the file. Nothing
-    /// is learned while the model file is unusable, so that it is never overwritten.
-    pub fn learn(&self, features: &Features, label: Label) {
+    /// Learns a message in memory at once; [`Classifier::sync`] writes it to the file and its
+    /// digest to the record of learned messages. Nothing is learned while the model file is
+    /// unusable, so that it is never overwritten.
+    ///
+    /// The model in memory counts the message even if the record says it was learned before;
+    /// the next flush replaces it with the file's model, in which the record was obeyed.
+    pub fn learn(&self, lesson: Lesson) {
         let mut live = self.live.write().unwrap_or_else(PoisonError::into_inner);
         if live.broken.is_some() {
             return;
         }
-        live.model.learn(features, label);
+        live.model.learn(&lesson.features, lesson.label);
         drop(live);
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.learn(features, label);
+        pending.push(lesson);
     }
 
     /// Writes what was learned here since the last call into the file (adding it to what other
@@ -238,24 +249,27 @@ impl Classifier {
         }
     }
 
-    /// Adds `pending` to the file and takes the sum as the live model.
-    fn flush(&self, pending: Model) {
-        match self.store.update(&pending) {
-            Ok((model, stamp)) => {
+    /// Learns `pending` into the file and takes the result as the live model.
+    fn flush(&self, pending: Vec<Lesson>) {
+        match self.store.learn(&pending) {
+            Ok((model, stamp, outcomes)) => {
+                let already = outcomes.iter().filter(|o| **o == Learned::Already).count();
                 tracing::debug!(
-                    spam = pending.spam_messages,
-                    ham = pending.ham_messages,
+                    messages = pending.len(),
+                    already_learned = already,
                     "classifier learning saved"
                 );
                 self.replace(model, stamp);
             }
             Err(error) => {
                 // Kept for the next try: a full disk or a damaged file may be fixed meanwhile.
+                // At most SEEN_LIMIT lessons, so that a long outage cannot grow memory
+                // without bound; past that the newest are dropped unlearned.
                 tracing::error!(%error, "classifier learning not saved; kept in memory");
-                self.pending
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .merge(&pending);
+                let mut kept = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                let newer = std::mem::replace(&mut *kept, pending);
+                kept.extend(newer);
+                kept.truncate(SEEN_LIMIT);
             }
         }
     }

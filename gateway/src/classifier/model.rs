@@ -80,6 +80,28 @@ impl Model {
         }
     }
 
+    /// Takes back one message learned as `label`: how a message learned as the wrong class is
+    /// moved. Counts stop at zero, so that a record older than the model (a model deleted and
+    /// retrained) cannot wrap them round.
+    pub fn unlearn(&mut self, features: &Features, label: Label) {
+        match label {
+            Label::Spam => self.spam_messages = self.spam_messages.saturating_sub(1),
+            Label::Ham => self.ham_messages = self.ham_messages.saturating_sub(1),
+        }
+        for hash in features.hashes() {
+            let Some(counts) = self.counts.get_mut(hash) else {
+                continue;
+            };
+            match label {
+                Label::Spam => counts.spam = counts.spam.saturating_sub(1),
+                Label::Ham => counts.ham = counts.ham.saturating_sub(1),
+            }
+            if counts.spam == 0 && counts.ham == 0 {
+                self.counts.remove(hash);
+            }
+        }
+    }
+
     /// Adds another model's counts: how learning by several processes or nodes is merged.
     pub fn merge(&mut self, delta: &Model) {
         self.spam_messages += delta.spam_messages;

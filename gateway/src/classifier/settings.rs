@@ -11,7 +11,8 @@
 //! # Score at probability 1 (spam) and at probability 0 (ham); linear in between from 0.5.
 //! spam_weight = 6.0
 //! ham_weight = -3.0
-//! # Learn what the other checks are very sure about (SpamAssassin's bayes_auto_learn).
+//! # Learn what the other checks are very sure about (SpamAssassin's bayes_auto_learn); never
+//! # a test pattern, and spam only with header-side and body-side evidence (`autolearn`).
 //! autolearn = true
 //! autolearn_spam_at = 12.0
 //! autolearn_ham_at = -1.0

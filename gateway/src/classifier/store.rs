@@ -19,16 +19,27 @@
 //! sees the old file or the new one, never a half-written one, a crash loses at most the
 //! update in flight, and two writers at once lose nothing: the second adds its counts to the
 //! first's result.
+//!
+//! The record of learned messages, `classifier/seen.bin` (see `seen`), is read, merged and
+//! written under the same lock, model first: a crash between the two renames leaves a record
+//! missing the last batch, so those messages would count twice if learned again, never a
+//! message recorded but not counted.
+//!
+//! The directory is created 0700 and the files 0600: the model and the record say what mail
+//! the site receives, which is nobody else's business on a shared host.
 
-use std::fs::{File, OpenOptions};
+use std::fs::{DirBuilder, File, OpenOptions};
 use std::io::{Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
 use super::error::ClassifierError;
-use super::model::{Counts, Model};
+use super::features::Features;
+use super::model::{Counts, Label, Model};
+use super::seen::{MessageDigest, SEEN_FILE, SEEN_LIMIT, Seen};
 
 /// The first octets of a model file.
 const MAGIC: &[u8; 8] = b"MOATBAYS";
@@ -41,6 +52,12 @@ pub const MODEL_FILE: &str = "model.bin";
 
 /// The lock file serialising writers.
 const LOCK_FILE: &str = "model.lock";
+
+/// Mode of the classifier directory: the owner's alone.
+const DIR_MODE: u32 = 0o700;
+
+/// Mode of the model, the record and the lock file: the owner's alone.
+const FILE_MODE: u32 = 0o600;
 
 /// Octets before the entries.
 const HEADER_LEN: usize = 8 + 4 + 8 + 8 + 8;
@@ -58,6 +75,28 @@ pub struct FileStamp {
     modified: Option<SystemTime>,
     len: u64,
     inode: u64,
+}
+
+/// One message to learn: its digest, its features and its class.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lesson {
+    /// What identifies the message in the record of learned messages.
+    pub digest: MessageDigest,
+    /// Its features.
+    pub features: Features,
+    /// What it is learned as.
+    pub label: Label,
+}
+
+/// What learning one message did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Learned {
+    /// It was not learned before: its features were added.
+    New,
+    /// It was learned as this class before: nothing changed.
+    Already,
+    /// It was learned as the other class: its features moved to this one.
+    Relearned,
 }
 
 /// The model file of one data directory.
@@ -103,38 +142,90 @@ impl ModelStore {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
                 return Ok((Model::default(), None));
             }
-            Err(source) => return Err(ClassifierError::Read { path, source }),
+            Err(error) => return Err(ClassifierError::Read { path, error }),
         };
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)
-            .map_err(|source| ClassifierError::Read {
+            .map_err(|error| ClassifierError::Read {
                 path: path.clone(),
-                source,
+                error,
             })?;
         let model = decode(&bytes).map_err(|detail| ClassifierError::Corrupt { path, detail })?;
         Ok((model, stamp))
     }
 
     /// Under the lock: reads the model, adds `delta`, writes the sum atomically, and returns
-    /// it with the new file's stamp.
+    /// it with the new file's stamp. The record of learned messages is not consulted: this is
+    /// for merging counts learned elsewhere (another node's model).
     ///
     /// # Errors
     /// [`ClassifierError`] when the lock, the old file or the new file fails; the file on
     /// disk is then unchanged.
     pub fn update(&self, delta: &Model) -> Result<(Model, Option<FileStamp>), ClassifierError> {
-        std::fs::create_dir_all(&self.dir).map_err(|source| ClassifierError::Write {
-            path: self.dir.clone(),
-            source,
-        })?;
+        self.create_dir()?;
         let lock = self.lock()?;
 
         let (mut model, _) = self.load()?;
         model.merge(delta);
-        self.write(&model)?;
+        self.write(&self.path(), &encode(&model))?;
         let stamp = self.stamp();
 
         drop(lock);
         Ok((model, stamp))
+    }
+
+    /// Under the lock: reads the model and the record of learned messages, learns each lesson
+    /// that is new, moves each learned as the other class, skips each learned as the same, and
+    /// writes both files atomically. Returns the model, its stamp and what each lesson did.
+    ///
+    /// # Errors
+    /// [`ClassifierError`] when the lock or a file fails; [`ClassifierError::Corrupt`] is a
+    /// damaged model or record, which the operator must restore or delete.
+    pub fn learn(
+        &self,
+        lessons: &[Lesson],
+    ) -> Result<(Model, Option<FileStamp>, Vec<Learned>), ClassifierError> {
+        self.create_dir()?;
+        let lock = self.lock()?;
+
+        let (mut model, _) = self.load()?;
+        let mut seen = self.load_seen()?;
+        let outcomes = lessons
+            .iter()
+            .map(|lesson| apply(&mut model, &mut seen, lesson))
+            .collect();
+        seen.truncate_oldest(SEEN_LIMIT);
+        self.write(&self.path(), &encode(&model))?;
+        self.write(&self.dir.join(SEEN_FILE), &seen.encode())?;
+        let stamp = self.stamp();
+
+        drop(lock);
+        Ok((model, stamp, outcomes))
+    }
+
+    /// The record of learned messages; empty when there is none yet.
+    fn load_seen(&self) -> Result<Seen, ClassifierError> {
+        let path = self.dir.join(SEEN_FILE);
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(Seen::default());
+            }
+            Err(error) => return Err(ClassifierError::Read { path, error }),
+        };
+        Seen::decode(&bytes).map_err(|detail| ClassifierError::Corrupt { path, detail })
+    }
+
+    /// Creates the classifier directory (and the data directory) for the owner alone.
+    fn create_dir(&self) -> Result<(), ClassifierError> {
+        DirBuilder::new()
+            .recursive(true)
+            .mode(DIR_MODE)
+            .create(&self.dir)
+            .map_err(|error| ClassifierError::Write {
+                path: self.dir.clone(),
+                error,
+            })
     }
 
     /// Takes the exclusive lock, waiting for another writer to finish.
@@ -144,37 +235,60 @@ impl ModelStore {
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(FILE_MODE)
             .open(&path)
-            .map_err(|source| ClassifierError::Lock {
+            .map_err(|error| ClassifierError::Lock {
                 path: path.clone(),
-                source,
+                error,
             })?;
         file.lock()
-            .map_err(|source| ClassifierError::Lock { path, source })?;
+            .map_err(|error| ClassifierError::Lock { path, error })?;
         Ok(file)
     }
 
-    /// Writes `model` to a temporary file, fsyncs it, renames it over the model and fsyncs the
+    /// Writes `bytes` to a temporary file, fsyncs it, renames it over `path` and fsyncs the
     /// directory, so that the rename itself survives a crash.
-    fn write(&self, model: &Model) -> Result<(), ClassifierError> {
-        let path = self.path();
-        let temporary = self.dir.join(format!("{MODEL_FILE}.tmp"));
+    fn write(&self, path: &Path, bytes: &[u8]) -> Result<(), ClassifierError> {
+        let mut temporary = path.as_os_str().to_owned();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
         let failed = |path: &Path| {
             let path = path.to_path_buf();
-            move |source| ClassifierError::Write { path, source }
+            move |error| ClassifierError::Write { path, error }
         };
 
-        let mut file = File::create(&temporary).map_err(failed(&temporary))?;
-        file.write_all(&encode(model)).map_err(failed(&temporary))?;
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(FILE_MODE)
+            .open(&temporary)
+            .map_err(failed(&temporary))?;
+        file.write_all(bytes).map_err(failed(&temporary))?;
         file.sync_all().map_err(failed(&temporary))?;
         drop(file);
 
-        std::fs::rename(&temporary, &path).map_err(failed(&path))?;
+        std::fs::rename(&temporary, path).map_err(failed(path))?;
         File::open(&self.dir)
             .and_then(|dir| dir.sync_all())
             .map_err(failed(&self.dir))?;
         Ok(())
     }
+}
+
+/// Learns one lesson into `model`, as the record says it must.
+fn apply(model: &mut Model, seen: &mut Seen, lesson: &Lesson) -> Learned {
+    let learned = match seen.label(&lesson.digest) {
+        Some(label) if label == lesson.label => return Learned::Already,
+        Some(other) => {
+            model.unlearn(&lesson.features, other);
+            Learned::Relearned
+        }
+        None => Learned::New,
+    };
+    model.learn(&lesson.features, lesson.label);
+    seen.record(lesson.digest, lesson.label);
+    learned
 }
 
 /// The file's bytes for `model`.
@@ -297,6 +411,26 @@ mod tests {
         }
         assert!(decode(&bytes[..bytes.len() - 5]).is_err());
         assert!(decode(b"").is_err());
+    }
+
+    #[test]
+    fn a_lesson_learned_again_counts_once_and_the_other_class_moves_it() {
+        let dir = temp_dir("seen");
+        let store = ModelStore::new(&dir);
+        let lesson = |label| Lesson {
+            digest: MessageDigest::of(b"Message-ID: <1@example.com>\r\n\r\nbody\r\n"),
+            features: Features::from_hashes(vec![hash(&["b", "x"])]),
+            label,
+        };
+        let (_, _, first) = store
+            .learn(&[lesson(Label::Spam), lesson(Label::Spam)])
+            .expect("learned");
+        assert_eq!(first, [Learned::New, Learned::Already]);
+        let (model, _, moved) = store.learn(&[lesson(Label::Ham)]).expect("learned");
+        assert_eq!(moved, [Learned::Relearned]);
+        assert_eq!((model.spam_messages, model.ham_messages), (0, 1));
+        assert_eq!(model.counts[&hash(&["b", "x"])], Counts { spam: 0, ham: 1 });
+        std::fs::remove_dir_all(dir).ok();
     }
 
     #[test]

@@ -52,7 +52,7 @@ pub use report::{
     Analysis, ArchiveEntry, ArchiveListing, Attachment, ClamdOutcome, ContentReport, Layer,
     PolicyHit, RuleHit, ScanFailure, VirusHit,
 };
-pub use rules::{DEFAULT_RULES, GTUBE};
+pub use rules::{DEFAULT_RULES, GTUBE, RuleSides};
 pub use settings::{
     AttachmentPolicy, AttachmentSection, ClamdAddress, ClamdSection, ClamdSettings, ContentSection,
     ContentSettings, DEFAULT_CLAMD_TIMEOUT, DEFAULT_DANGEROUS_EXTENSIONS, DEFAULT_MAX_SCAN_SIZE,
@@ -149,6 +149,14 @@ impl ContentScanner {
     /// The classifier, when one was given.
     pub fn classifier(&self) -> Option<&Arc<Classifier>> {
         self.inner.classifier.as_ref()
+    }
+
+    /// The message's rule points split into header and body, and whether a test pattern
+    /// (GTUBE, a `noautolearn` rule) matched: what the classifier's auto-learning needs.
+    pub fn rule_sides(&self, report: &ContentReport) -> RuleSides {
+        let mut sides = self.inner.rules.sides(&report.rule_hits);
+        sides.test_pattern |= report.gtube;
+        sides
     }
 
     /// The classifier features of `message`, drawn from its decoded text as a scan would:

@@ -22,6 +22,10 @@
 //!   (non-ASCII look-alike letters, say). No regular expressions: every pattern goes into the
 //!   one automaton, so the cost of the rules does not grow with their number.
 //!
+//! * FLAGS, optional after the pattern: `noautolearn` marks a test pattern (as SpamAssassin's
+//!   `tflags noautolearn`): a message it matches is never auto-learned by the classifier,
+//!   since it says nothing about real mail. GTUBE is always one.
+//!
 //! The text matched has white space collapsed the same way, so a phrase folded over two lines
 //! still matches.
 
@@ -61,6 +65,20 @@ struct Rule {
     scope: Scope,
     /// For `hex:` rules, the exact bytes (the automaton ignores case, so a hit is checked).
     exact: Option<Vec<u8>>,
+    /// A test pattern: the classifier must not learn from a message it matches.
+    noautolearn: bool,
+}
+
+/// Rule hits split for the classifier's auto-learning decision.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct RuleSides {
+    /// Whether a `noautolearn` rule matched.
+    pub test_pattern: bool,
+    /// Points of rules that look at the header section only.
+    pub header_points: f32,
+    /// Points of rules that look at the body (`body` and `any`: most of what `any` rules
+    /// match is body text).
+    pub body_points: f32,
 }
 
 /// What a pattern of the automaton stands for.
@@ -207,6 +225,23 @@ impl RuleSet {
         self.rules.len()
     }
 
+    /// Splits a message's rule hits into header and body points and says whether a test
+    /// pattern was among them, for the classifier's auto-learning.
+    pub fn sides(&self, hits: &[RuleHit]) -> RuleSides {
+        let mut sides = RuleSides::default();
+        for hit in hits {
+            let Some(rule) = self.rules.iter().find(|rule| rule.name == hit.name) else {
+                continue;
+            };
+            sides.test_pattern |= rule.noautolearn;
+            match rule.scope {
+                Scope::Header | Scope::HeaderField(_) => sides.header_points += hit.weight,
+                Scope::Body | Scope::Any => sides.body_points += hit.weight,
+            }
+        }
+        sides
+    }
+
     /// Matches every rule against one message's text.
     pub fn apply(&self, text: &RuleText) -> RuleOutcome {
         let mut matched = vec![false; self.rules.len()];
@@ -307,14 +342,16 @@ fn parse_line(line: &str) -> Result<Option<(Rule, Vec<u8>)>, String> {
         .filter(|w: &f32| w.is_finite())
         .ok_or_else(|| format!("weight {weight:?} is not a number"))?;
     let scope = parse_scope(scope)?;
-    let (pattern, exact) = parse_pattern(pattern)?;
+    let pattern = parse_pattern(pattern)?;
+    let noautolearn = parse_flags(pattern.rest)?;
     let rule = Rule {
         name,
         weight,
         scope,
-        exact,
+        exact: pattern.exact,
+        noautolearn,
     };
-    Ok(Some((rule, pattern)))
+    Ok(Some((rule, pattern.automaton)))
 }
 
 fn parse_scope(text: &str) -> Result<Scope, String> {
@@ -331,14 +368,47 @@ fn parse_scope(text: &str) -> Result<Scope, String> {
     }
 }
 
-/// The automaton's pattern, and the exact bytes for a `hex:` pattern.
-fn parse_pattern(text: &str) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
+/// Whether the flags after a pattern hold `noautolearn`; a comment ends them.
+fn parse_flags(text: &str) -> Result<bool, String> {
+    let mut noautolearn = false;
+    for flag in strip_comment(text).split_whitespace() {
+        match flag {
+            "noautolearn" => noautolearn = true,
+            other => {
+                return Err(format!(
+                    "unknown flag {other:?} after the pattern: expected noautolearn or a \
+                     # comment"
+                ));
+            }
+        }
+    }
+    Ok(noautolearn)
+}
+
+/// A pattern as parsed from a rule line.
+struct Pattern<'a> {
+    /// What goes into the automaton.
+    automaton: Vec<u8>,
+    /// For a `hex:` pattern, the exact bytes.
+    exact: Option<Vec<u8>>,
+    /// The text after the pattern: flags and a comment.
+    rest: &'a str,
+}
+
+/// The pattern at the start of `text`.
+fn parse_pattern(text: &str) -> Result<Pattern<'_>, String> {
     if let Some(hex) = text.strip_prefix("hex:") {
         let hex = strip_comment(hex).trim();
+        let end = hex.find(char::is_whitespace).unwrap_or(hex.len());
+        let (hex, flags) = hex.split_at(end);
         let bytes = decode_hex(hex).ok_or_else(|| {
             format!("hex pattern {hex:?} needs an even number (2 or more) of hex digits")
         })?;
-        return Ok((bytes.clone(), Some(bytes)));
+        return Ok(Pattern {
+            automaton: bytes.clone(),
+            exact: Some(bytes),
+            rest: flags,
+        });
     }
     let Some(quoted) = text.strip_prefix('"') else {
         return Err(format!(
@@ -359,10 +429,8 @@ fn parse_pattern(text: &str) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             Some(c) => phrase.push(c),
         }
     }
+    // What follows (flags, a comment) is checked by `parse_flags`.
     let after = chars.as_str().trim();
-    if !after.is_empty() && !after.starts_with('#') {
-        return Err(format!("unexpected {after:?} after the phrase"));
-    }
 
     let collapsed = collapse_whitespace(&phrase);
     if collapsed.len() < MIN_PHRASE_LEN {
@@ -370,7 +438,11 @@ fn parse_pattern(text: &str) -> Result<(Vec<u8>, Option<Vec<u8>>), String> {
             "phrase {phrase:?} is shorter than {MIN_PHRASE_LEN} characters"
         ));
     }
-    Ok((collapsed.into_bytes(), None))
+    Ok(Pattern {
+        automaton: collapsed.into_bytes(),
+        exact: None,
+        rest: after,
+    })
 }
 
 fn strip_comment(text: &str) -> &str {
@@ -533,6 +605,33 @@ mod tests {
         let outcome = set.apply(&body(GTUBE));
         assert!(outcome.gtube);
         assert!(outcome.score >= 100.0, "{outcome:?}");
+    }
+
+    #[test]
+    fn a_noautolearn_rule_marks_its_hits_as_a_test_pattern() {
+        let set = rules(
+            "TEST 100 body \"moat test pattern\" noautolearn\n\
+             SUBJ 2 header:Subject \"free money\"\n\
+             BODY 1.5 body \"act now\" # a comment\n",
+        );
+        let mut text = body("this is a moat test pattern, act now");
+        text.push_header("Subject", "free money");
+        let outcome = set.apply(&text);
+        let sides = set.sides(&outcome.hits);
+        assert!(sides.test_pattern);
+        assert_eq!(sides.header_points, 2.0);
+        assert_eq!(sides.body_points, 101.5);
+        assert!(!set.sides(&outcome.hits[1..]).test_pattern);
+    }
+
+    #[test]
+    fn the_built_in_gtube_rule_is_noautolearn_and_unknown_flags_are_refused() {
+        let set = RuleSet::load(None).expect("built-in rules");
+        let outcome = set.apply(&body(GTUBE));
+        assert!(set.sides(&outcome.hits).test_pattern);
+        let error = RuleSet::parse("X 1 body \"abc\" sometimes\n", Path::new("t.rules"))
+            .expect_err("refused");
+        assert!(error.to_string().contains("unknown flag"), "{error}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 
 use super::{DnsblState, Session, Transaction};
 use crate::auth::DmarcAction;
-use crate::classifier::{Classification, Label};
+use crate::classifier::{
+    AutolearnEvidence, Classification, Lesson, MessageDigest, autolearn_label,
+};
 use crate::content::ContentScanner;
 use crate::reply::Refusal;
 use crate::verdict::{Action, Contribution, Evidence, Reason, Verdict, tag_subject};
@@ -22,12 +24,15 @@ impl Session {
     ) -> (Verdict, Vec<u8>) {
         let mut evidence = Evidence::default();
         let mut fields = Vec::new();
+        // Header-side and body-side points for the auto-learning decision.
+        let mut sides = AutolearnEvidence::default();
 
         // The client: DNSBL weights under the refusal threshold still count.
         if let DnsblState::Done(score) = &self.dnsbl
             && score.score != 0
         {
             let check = format!("dnsbl:{}", score.listed_by.join("+"));
+            sides.header_points += score.score as f32;
             evidence.contributions.push(Contribution {
                 check,
                 score: score.score as f32,
@@ -70,6 +75,7 @@ impl Session {
                     report.spf.mail_from.result.as_str(),
                     report.dmarc.result.as_str()
                 );
+                sides.header_points += report.score;
                 evidence.contributions.push(Contribution {
                     check,
                     score: report.score,
@@ -87,6 +93,12 @@ impl Session {
         let mut classification = None;
         if let Some((report, classified)) = content {
             evidence.add_content(&report);
+            if let Some(scanner) = &checks.content {
+                let rules = scanner.rule_sides(&report);
+                sides.test_pattern = rules.test_pattern;
+                sides.header_points += rules.header_points;
+                sides.body_points += rules.body_points;
+            }
             if let Some(classified) = classified {
                 evidence.add_classification(&classified);
                 classification = Some(classified);
@@ -95,6 +107,7 @@ impl Session {
                 let listed = dnsbl.score_domains(&report.analysis.url_domains).await;
                 if listed.score != 0 {
                     let check = format!("uribl:{}", listed.listed_by.join("+"));
+                    sides.body_points += listed.score as f32;
                     evidence.contributions.push(Contribution {
                         check,
                         score: listed.score as f32,
@@ -109,7 +122,9 @@ impl Session {
             .verdict
             .judge(&evidence, &transaction.recipients);
         if let (Some(scanner), Some(classification)) = (&checks.content, classification) {
-            autolearn(scanner, &verdict, classification);
+            sides.score = verdict.score_without_classifier();
+            let digest = MessageDigest::of(&message[header_length..]);
+            autolearn(scanner, &verdict, &sides, digest, classification);
         }
         if self.shared.checks.score_messages() {
             fields.extend(verdict.headers());
@@ -129,32 +144,39 @@ impl Session {
     }
 }
 
-/// Learns a message the other checks are very sure about, as SpamAssassin's auto-learning:
-/// spam from `autolearn_spam_at`, ham up to `autolearn_ham_at`, both by the score without the
-/// classifier's own part. A message that could not be scanned is never learned.
-fn autolearn(scanner: &ContentScanner, verdict: &Verdict, classification: Classification) {
+/// Learns a message the other checks are very sure about, as SpamAssassin's auto-learning
+/// (the rule is in `classifier::autolearn`: no test patterns, spam only with header and body
+/// evidence). A message that could not be scanned is never learned. The digest goes to the
+/// record of learned messages, so that releasing a message learned here as spam moves it to
+/// ham.
+fn autolearn(
+    scanner: &ContentScanner,
+    verdict: &Verdict,
+    sides: &AutolearnEvidence,
+    digest: MessageDigest,
+    classification: Classification,
+) {
     let Some(classifier) = scanner.classifier() else {
         return;
     };
-    let settings = classifier.settings();
-    if !settings.autolearn || verdict.action == Action::Defer || classification.features.is_empty()
-    {
+    if verdict.action == Action::Defer || classification.features.is_empty() {
         return;
     }
-    let score = verdict.score_without_classifier();
-    let label = if score >= settings.autolearn_spam_at {
-        Label::Spam
-    } else if score <= settings.autolearn_ham_at {
-        Label::Ham
-    } else {
+    let Some(label) = autolearn_label(classifier.settings(), sides) else {
         return;
     };
     tracing::debug!(
         label = label.name(),
-        score,
+        score = sides.score,
+        header_points = sides.header_points,
+        body_points = sides.body_points,
         "classifier auto-learned the message"
     );
-    classifier.learn(&classification.features, label);
+    classifier.learn(Lesson {
+        digest,
+        features: classification.features,
+        label,
+    });
 }
 
 /// The refusal for a verdict that refuses, or `None` when the message is kept.
