@@ -422,19 +422,7 @@ sed '1d;$d' "$work/section.md"
 
 if [ "$write_results" -eq 1 ]; then
     # Replace the old section, or append one.
-    python3 - "$results" "$work/section.md" "$begin" "$end" <<'PY'
-import sys
-path, section_path, begin, end = sys.argv[1:5]
-text = open(path).read()
-section = open(section_path).read().rstrip("\n")
-start = text.find(begin)
-stop = text.find(end)
-if start != -1 and stop != -1:
-    text = text[:start] + section + text[stop + len(end):]
-else:
-    text = text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+    python3 bench/write_section.py "$results" "$work/section.md" "$begin" "$end"
     echo "== written to $results"
 else
     echo "== not written to $results: only $products ran"

@@ -62,17 +62,5 @@ clamd_version=$( (/usr/sbin/clamd --version 2>/dev/null || clamd --version) | he
 } >"$work/new-section.md"
 
 # Replace the old section, or append one.
-python3 - "$results" "$work/new-section.md" "$begin" "$end" <<'PY'
-import sys
-path, section_path, begin, end = sys.argv[1:5]
-text = open(path).read()
-section = open(section_path).read().rstrip("\n")
-start = text.find(begin)
-stop = text.find(end)
-if start != -1 and stop != -1:
-    text = text[:start] + section + text[stop + len(end):]
-else:
-    text = text.rstrip("\n") + "\n\n" + section + "\n"
-open(path, "w").write(text)
-PY
+python3 bench/write_section.py "$results" "$work/new-section.md" "$begin" "$end"
 echo "== written to $results"
