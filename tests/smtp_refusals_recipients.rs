@@ -78,6 +78,9 @@ fn a_source_route_is_stripped_and_the_final_domain_judged() {
 
     client.expect("RCPT TO:<@localhost:u@other.example>", 554, "5.7.1");
     client.expect("RCPT TO:<@other.example:u@localhost>", 250, "2.1.5");
+    // A route through an address literal is dropped too (RFC 5321 section 4.1.1.3), and the
+    // repeated recipient gets one copy.
+    client.expect("RCPT TO:<@[192.0.2.1]:u@localhost>", 250, "2.1.5");
     assert_eq!(client.command("DATA").code, 354);
     assert_queued(&client.command("Subject: routed\r\n\r\nbody\r\n."));
 

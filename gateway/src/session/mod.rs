@@ -198,6 +198,9 @@ impl Session {
             return self.refuse(inbound, Refusal::BadUtf8);
         }
 
+        let routed = rcpt::without_source_route(line);
+        let line = routed.as_deref().unwrap_or(line);
+
         let answer = match Request::parse(&mut line.iter()) {
             Err(_) if starts_with_command(line, b"BDAT") => Err(Refusal::BadChunkSize),
             Err(smtp_proto::Error::InvalidRecipientAddress) => Err(self.unparsed_rcpt(line)),

@@ -144,6 +144,41 @@ impl Session {
     }
 }
 
+/// `RCPT TO:<@relay,@[192.0.2.1]:user@example.com>` without its source route, which RFC 5321
+/// section 4.1.1.3 says to accept and ignore, as Postfix does. The parser already drops a route
+/// of domain names, but refuses one that holds an address literal; `None` when the line has no
+/// source route.
+pub(super) fn without_source_route(line: &[u8]) -> Option<Vec<u8>> {
+    const VERB: &[u8] = b"RCPT TO:";
+    if line.len() < VERB.len() || !line[..VERB.len()].eq_ignore_ascii_case(VERB) {
+        return None;
+    }
+    let open = VERB.len() + line[VERB.len()..].iter().position(|&b| b == b'<')?;
+    if line.get(open + 1) != Some(&b'@') {
+        return None;
+    }
+
+    // The route ends at the first colon outside an address literal's brackets.
+    let mut in_literal = false;
+    let mut end = None;
+    for (index, &octet) in line.iter().enumerate().skip(open + 1) {
+        match octet {
+            b'[' => in_literal = true,
+            b']' => in_literal = false,
+            b':' if !in_literal => {
+                end = Some(index);
+                break;
+            }
+            b'>' | b' ' | b'\r' | b'\n' => return None,
+            _ => {}
+        }
+    }
+
+    let mut stripped = line[..=open].to_vec();
+    stripped.extend_from_slice(&line[end? + 1..]);
+    Some(stripped)
+}
+
 /// The forward-path of `RCPT TO:<local@[literal]>` when the literal is a well-formed IPv4 or
 /// IPv6 address literal (RFC 5321 section 4.1.3).
 fn address_literal_path(line: &[u8]) -> Option<String> {
@@ -163,7 +198,27 @@ fn address_literal_path(line: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::address_literal_path;
+    use super::{address_literal_path, without_source_route};
+
+    #[test]
+    fn drops_source_routes_even_with_address_literals() {
+        for (line, stripped) in [
+            (
+                "RCPT TO:<@[192.0.2.1]:u@localhost>\r\n",
+                Some("RCPT TO:<u@localhost>\r\n"),
+            ),
+            (
+                "rcpt to:<@a.example,@[IPv6:2001:db8::1]:u@localhost> NOTIFY=NEVER\r\n",
+                Some("rcpt to:<u@localhost> NOTIFY=NEVER\r\n"),
+            ),
+            ("RCPT TO:<u@localhost>\r\n", None),
+            ("RCPT TO:<@[192.0.2.1]>\r\n", None),
+            ("MAIL FROM:<@a.example:u@localhost>\r\n", None),
+        ] {
+            let got = without_source_route(line.as_bytes());
+            assert_eq!(got.as_deref(), stripped.map(str::as_bytes), "{line}");
+        }
+    }
 
     #[test]
     fn reads_well_formed_address_literals_only() {
