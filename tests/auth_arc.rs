@@ -2,6 +2,7 @@
 //! tests as forwarders would: a mailing list that alters a signed message and seals it, a
 //! second hop, a message altered after sealing, and a seal that does not match its key.
 
+mod common;
 #[path = "support/auth_harness.rs"]
 mod harness;
 

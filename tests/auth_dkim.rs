@@ -3,6 +3,7 @@
 //! record needs two TXT strings) pass, an altered body fails, an unsigned message has none, a
 //! missing key is a permerror and an unreachable server a temperror.
 
+mod common;
 #[path = "support/auth_harness.rs"]
 mod harness;
 

@@ -3,6 +3,7 @@
 //! 550 (or less, as configured), `p=quarantine` and `p=none`, the organisational domain's
 //! record applied to a subdomain (`sp=`), strict alignment, and a domain without a record.
 
+mod common;
 #[path = "support/auth_harness.rs"]
 mod harness;
 

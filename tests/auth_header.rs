@@ -2,6 +2,7 @@
 //! authoritative DNS server (Knot DNS on loopback): its exact form for a signed message, its
 //! form for a bounce, and its syntax, read back with the grammar of RFC 8601 section 2.2.
 
+mod common;
 #[path = "support/auth_harness.rs"]
 mod harness;
 

@@ -2,6 +2,7 @@
 //! result of RFC 7208 section 2.6, `include:`, `redirect=`, `mx`, `a`, the HELO identity, the
 //! null reverse-path, and a DNS server that is down or hangs (`temperror`, within the time).
 
+mod common;
 #[path = "support/auth_harness.rs"]
 mod harness;
 

@@ -3,6 +3,7 @@
 //! RFC 6376's example message signed `simple/simple`, and a two-hop ARC chain, all from
 //! mail-auth's test resources (see `tests/support/auth_vectors/README.md`).
 
+mod common;
 #[path = "support/auth_harness.rs"]
 mod harness;
 

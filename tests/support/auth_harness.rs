@@ -2,7 +2,8 @@
 //! Knot DNS) serving the test's records on a loopback port, keys the tests generate, and
 //! helpers that sign and seal messages with mail-auth as a sending domain or a forwarder would.
 //!
-//! A test file includes it with `#[path = "support/auth_harness.rs"] mod harness;`.
+//! A test file includes it with `mod common;` and `#[path = "support/auth_harness.rs"] mod
+//! harness;`: temporary directories and free ports come from the shared harness.
 //!
 //! * [`Dns::start`] runs `knotd` in the foreground, authoritative for the root zone, so every
 //!   name the checks ask about is answered: the test's records, NXDOMAIN for the rest (as the
@@ -21,7 +22,6 @@ use std::fs;
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,8 @@ use mail_auth::common::headers::HeaderWriter;
 use mail_auth::dkim::DkimSigner;
 use mail_auth::{AuthenticatedMessage, AuthenticationResults, MessageAuthenticator};
 use moat_gateway::{AuthSettings, SenderAuth, caching_resolver};
+
+use crate::common::{TempDir, free_port};
 
 /// How long knotd may take to answer its first query.
 pub const STARTUP: Duration = Duration::from_secs(20);
@@ -229,14 +231,6 @@ fn answers_soa(addr: SocketAddr) -> bool {
         }
         _ => false,
     }
-}
-
-/// A loopback port nobody listened on a moment ago.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
 }
 
 /// A DNS server that is down: a loopback port with nothing listening.
@@ -466,38 +460,4 @@ pub fn vector(name: &str) -> (Vec<Record>, String) {
         .expect("records, a blank line, a message");
     let records = records.lines().map(Record::from_vector_line).collect();
     (records, message.replace('\n', "\r\n"))
-}
-
-// ---------------------------------------------------------------------------------------------
-// Temporary directories
-
-/// A directory removed on drop unless the test failed.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// A fresh `$TMPDIR/moat-auth-<label>-<pid>-<n>`.
-    pub fn new(label: &str) -> TempDir {
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("moat-auth-{label}-{}-{n}", std::process::id()));
-        let _ = fs::remove_dir_all(&path);
-        fs::create_dir_all(&path).expect("create a temporary directory");
-        TempDir(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        if thread::panicking() {
-            eprintln!("kept test directory {}", self.0.display());
-        } else {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
 }
