@@ -19,12 +19,12 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{Moat, repo_root};
+use common::{Moat, files_in, queued_messages, repo_root};
 
 /// Messages the client sends in each test.
 const MESSAGES: usize = 3_000;
@@ -286,30 +286,6 @@ fn message_id(message: &[u8]) -> Option<String> {
             name.eq_ignore_ascii_case("message-id")
                 .then(|| value.trim().to_string())
         })
-}
-
-/// Messages still in the queue: every file under the queue directory but those in `tmp`, which
-/// never held an acknowledged message (Moat removes them at start).
-fn queued_messages(queue: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(queue) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|entry| entry.file_name() != "tmp" && entry.path().is_dir())
-        .flat_map(|entry| files_in(&entry.path()))
-        .collect()
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_file())
-        .collect()
 }
 
 /// The complete lines of a file the client may be writing to at this moment.

@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::Moat;
+use common::{Moat, files_in, queued_messages};
 
 /// Messages sent in all.
 const MESSAGES: usize = 10_000;
@@ -148,30 +148,6 @@ fn message_files(maildir: &Path) -> Vec<PathBuf> {
     let mut files = files_in(&maildir.join("new"));
     files.extend(files_in(&maildir.join("cur")));
     files
-}
-
-/// Messages still in the queue, whatever their state: every file under the queue directory but
-/// those in `tmp` (which Moat removes at start, and which never held an acknowledged message).
-fn queued_messages(queue: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(queue) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter(|entry| entry.file_name() != "tmp" && entry.path().is_dir())
-        .flat_map(|entry| files_in(&entry.path()))
-        .collect()
-}
-
-fn files_in(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.is_file())
-        .collect()
 }
 
 /// The last lines of Moat's log: the whole log has a line per delivery, too many for a panic

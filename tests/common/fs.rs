@@ -80,3 +80,28 @@ pub fn maildir_new(maildir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// The regular files directly in `dir`; none when it cannot be read.
+pub fn files_in(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.is_file())
+        .collect()
+}
+
+/// Messages still in the queue `queue`, whatever their state: every file in its directories
+/// but `tmp`, which never held an acknowledged message (Moat empties it at start).
+pub fn queued_messages(queue: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(queue) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|entry| entry.file_name() != "tmp" && entry.path().is_dir())
+        .flat_map(|entry| files_in(&entry.path()))
+        .collect()
+}

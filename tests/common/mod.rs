@@ -43,7 +43,7 @@ pub use corpus::{
 #[allow(unused_imports)]
 pub use dovecot::{DOVECOT_PASSWORD, Dovecot};
 #[allow(unused_imports)]
-pub use fs::{TempDir, maildir_new, repo_root, write_file};
+pub use fs::{TempDir, files_in, maildir_new, queued_messages, repo_root, write_file};
 #[allow(unused_imports)]
 pub use moat::{Moat, service_addrs};
 #[allow(unused_imports)]
