@@ -157,6 +157,7 @@ pub struct VerdictDomainSection {
 pub struct SmtpSection {
     pub listen: Option<Vec<String>>,
     pub max_message_size: Option<usize>,
+    pub max_content_in_memory: Option<usize>,
     pub max_recipients: Option<usize>,
     pub max_errors: Option<u32>,
     pub max_sessions: Option<usize>,
@@ -495,6 +496,23 @@ fn smtp_config(section: &SmtpSection, hostname: String) -> Result<SmtpConfig, Co
         section.max_message_size,
         smtp.max_message_size,
     )?;
+    // Below the size limit, a message the limit allows could never fit even alone, and would be
+    // told 452 (try later) until its sender gives up days later: refused here instead.
+    smtp.max_content_in_memory = match section.max_content_in_memory {
+        Some(budget) if budget < smtp.max_message_size => {
+            return Err(ConfigError::Value {
+                key: "smtp.max_content_in_memory".into(),
+                value: budget.to_string(),
+                expected: format!(
+                    "a number of octets at least smtp.max_message_size ({})",
+                    smtp.max_message_size
+                ),
+            });
+        }
+        Some(budget) => budget,
+        // A size limit above the default budget raises the budget with it, for the same reason.
+        None => smtp.max_content_in_memory.max(smtp.max_message_size),
+    };
     smtp.max_recipients = positive(
         "max_recipients",
         section.max_recipients,
@@ -908,5 +926,22 @@ mod tests {
             .to_string();
         assert!(error.contains("smtp.bare_newline"), "{error}");
         assert!(error.contains("\"reject\" or \"normalize\""), "{error}");
+    }
+
+    #[test]
+    fn a_content_budget_below_the_size_limit_is_refused() {
+        let file: FileConfig =
+            toml::from_str("[smtp]\nmax_message_size = 2000\nmax_content_in_memory = 1999\n")
+                .expect("parses");
+        let error = file
+            .validate(Overrides::default())
+            .expect_err("bad value")
+            .to_string();
+        assert!(error.contains("smtp.max_content_in_memory"), "{error}");
+        assert!(error.contains("1999"), "{error}");
+        assert!(
+            error.contains("at least smtp.max_message_size (2000)"),
+            "{error}"
+        );
     }
 }

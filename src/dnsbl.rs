@@ -147,8 +147,8 @@ fn serve(settings: Settings) -> Result<(), Failure> {
         let sync = start_sync(&settings, subscriber.clone(), &zones).await?;
         if let Some(addr) = settings.metrics_listen {
             let sources = crate::metrics::Sources {
-                checks: None,
                 sync: subscriber.clone(),
+                ..crate::metrics::Sources::default()
             };
             crate::metrics::start(addr, sources)
                 .await

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use moat_dnsbl::Subscriber;
-use moat_gateway::Checks;
+use moat_gateway::{Checks, ContentBudget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -28,6 +28,8 @@ pub(crate) struct Sources {
     pub(crate) checks: Option<Checks>,
     /// The DNSBL sync's subscriber, when the node pulls its datasets from a publisher.
     pub(crate) sync: Option<Subscriber>,
+    /// The octets of message content the SMTP sessions hold (`moat serve`).
+    pub(crate) content_budget: Option<ContentBudget>,
 }
 
 /// Serves the metrics of `sources` on `listener` until the task is dropped.
@@ -81,6 +83,9 @@ fn render(sources: &Sources) -> String {
     }
     if let Some(subscriber) = &sources.sync {
         text.push_str(&subscriber.metrics().render());
+    }
+    if let Some(budget) = &sources.content_budget {
+        text.push_str(&budget.render_metrics());
     }
     text
 }

@@ -89,15 +89,7 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             .content
             .as_ref()
             .and_then(|scanner| scanner.classifier().cloned());
-        if let Some(addr) = settings.metrics_listen {
-            let sources = crate::metrics::Sources {
-                checks: Some(checks.clone()),
-                sync: subscriber,
-            };
-            crate::metrics::start(addr, sources)
-                .await
-                .map_err(fail(exit::UNAVAILABLE))?;
-        }
+        let metrics_checks = checks.clone();
         let gateway = Gateway::bind(
             &settings.listen,
             settings.smtp,
@@ -108,6 +100,16 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
         )
         .await
         .map_err(|error| fail(exit::UNAVAILABLE)(error.into()))?;
+        if let Some(addr) = settings.metrics_listen {
+            let sources = crate::metrics::Sources {
+                checks: Some(metrics_checks),
+                sync: subscriber,
+                content_budget: Some(gateway.content_budget()),
+            };
+            crate::metrics::start(addr, sources)
+                .await
+                .map_err(fail(exit::UNAVAILABLE))?;
+        }
         for addr in gateway.local_addrs() {
             tracing::info!(%addr, "smtp listening");
         }

@@ -1,5 +1,5 @@
 //! Refusals of the message, seen by a raw client over loopback: its declared and actual size in
-//! DATA and BDAT, its line length, bare CR and LF in it (SMTP smuggling), STARTTLS and BDAT. Each
+//! DATA and BDAT, the gateway-wide budget of content in memory, its line length, bare CR and LF in it (SMTP smuggling), STARTTLS and BDAT. Each
 //! test checks the exact reply code and enhanced status code (RFC 3463), whether the session goes
 //! on or is closed, and what was delivered.
 //!
@@ -17,7 +17,7 @@ use common::raw::{
     Client, HOST, QUIET, SENDER, all_delivered, assert_queued, assert_reply, start,
     wait_for_messages,
 };
-use common::{Moat, maildir_new, python_ok};
+use common::{Moat, maildir_new, python_ok, service_addrs};
 
 // ---------------------------------------------------------------------------------------------
 // Message size
@@ -406,6 +406,130 @@ fn data_after_a_bdat_chunk_gets_503() {
     let delivered = wait_for_messages(&moat, "chunked", 1);
     let message = fs::read(&delivered[0]).expect("read the delivered message");
     assert!(message.ends_with(b"\r\nhello\r\nworld\r\n"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Content budget: octets of content held in memory by all sessions together
+
+/// A budget of 100 KiB (and the same size limit, the least the budget may be).
+const TINY_BUDGET: &str = "max_message_size = 102400\nmax_content_in_memory = 102400";
+
+/// Octets the first session holds while the second one sends: a BDAT chunk answered 250 is
+/// held until the transaction ends, so the budget's use is known when the second one starts.
+const HELD: usize = 70_000;
+
+/// Opens a session that holds [`HELD`] octets of the budget in a BDAT chunk not yet LAST.
+fn holding_session(moat: &Moat) -> Client {
+    let mut holder = Client::in_transaction(moat, "holder@localhost");
+    holder.send(format!("BDAT {HELD}\r\n").as_bytes());
+    holder.send(&content_of_size(HELD));
+    assert_reply(&holder.reply(), 250, "2.0.0");
+    holder
+}
+
+/// Sends one message by DATA in an open transaction and returns the reply to its final dot,
+/// having checked that nothing was answered before the dot.
+fn data_reply(client: &mut Client, size: usize) -> common::Reply {
+    assert_eq!(client.command("DATA").code, 354);
+    client.send(&content_of_size(size));
+    assert!(client.is_quiet(), "a reply came before the final dot");
+    client.command(".")
+}
+
+#[test]
+fn data_over_the_content_budget_gets_452_after_the_dot_and_the_budget_comes_back() {
+    let moat = start(&format!(
+        "{TINY_BUDGET}\n[metrics]\nlisten = \"127.0.0.1:0\""
+    ));
+    let mut holder = holding_session(&moat);
+    let mut client = Client::in_transaction(&moat, "fits@localhost");
+
+    // 32,400 octets are left: a message of 10,000 fits.
+    assert_queued(&data_reply(&mut client, 10_000));
+
+    // 40,000 does not: refused after its dot, and the session goes on.
+    client.mail();
+    client.expect("RCPT TO:<over@localhost>", 250, "2.1.5");
+    assert_reply(&data_reply(&mut client, 40_000), 452, "4.3.1");
+    client.expect("NOOP", 250, "2.0.0");
+
+    // A small message after the refusal is taken.
+    client.mail();
+    client.expect("RCPT TO:<fits@localhost>", 250, "2.1.5");
+    assert_queued(&data_reply(&mut client, 5_000));
+
+    // Once the holder's session ends its 70,000 octets are back: 90,000 fits.
+    holder.expect("QUIT", 221, "2.0.0");
+    client.mail();
+    client.expect("RCPT TO:<fits@localhost>", 250, "2.1.5");
+    assert_queued(&data_reply(&mut client, 90_000));
+
+    wait_for_messages(&moat, "fits", 3);
+    thread::sleep(QUIET);
+    assert!(maildir_new(&moat.maildir("localhost", "over")).is_empty());
+    assert!(maildir_new(&moat.maildir("localhost", "holder")).is_empty());
+    let log = moat.log();
+    let warning = log
+        .lines()
+        .find(|line| line.contains("WARN") && line.contains("insufficient_storage"));
+    let warning = warning.unwrap_or_else(|| panic!("no warning for the refusal in:\n{log}"));
+    assert!(warning.contains("limit=102400"), "{warning}");
+    assert!(warning.contains("in_use="), "{warning}");
+    assert!(warning.contains("wanted="), "{warning}");
+
+    // The refusal is counted on the metrics endpoint, and nothing is held once all is spooled.
+    let metrics = service_addrs(&log, "metrics")[0];
+    let mut stream = std::net::TcpStream::connect(metrics).expect("connect to metrics");
+    std::io::Write::write_all(&mut stream, b"GET /metrics HTTP/1.0\r\n\r\n").expect("send");
+    let mut body = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut body).expect("read metrics");
+    assert!(
+        body.contains("moat_smtp_insufficient_storage_total 1\n"),
+        "{body}"
+    );
+    assert!(
+        body.contains("moat_smtp_content_in_memory_limit_bytes 102400\n"),
+        "{body}"
+    );
+}
+
+#[test]
+fn bdat_over_the_content_budget_gets_452_and_the_transaction_fails() {
+    let moat = start(TINY_BUDGET);
+    let _holder = holding_session(&moat);
+    let mut client = Client::in_transaction(&moat, "over@localhost");
+
+    // One chunk over what is left.
+    client.send(b"BDAT 40000 LAST\r\n");
+    client.send(&content_of_size(40_000));
+    assert_reply(&client.reply(), 452, "4.3.1");
+    client.expect("NOOP", 250, "2.0.0");
+
+    // Two chunks over only together: the second is refused, and so is every chunk after it,
+    // read and dropped, until LAST.
+    client.mail();
+    client.expect("RCPT TO:<over@localhost>", 250, "2.1.5");
+    client.send(b"BDAT 20000\r\n");
+    client.send(&content_of_size(20_000));
+    assert_reply(&client.reply(), 250, "2.0.0");
+    client.send(b"BDAT 20000\r\n");
+    client.send(&content_of_size(20_000));
+    assert_reply(&client.reply(), 452, "4.3.1");
+    client.send(b"BDAT 6 LAST\r\nNOOP\r\n");
+    assert_reply(&client.reply(), 452, "4.3.1");
+    assert!(client.is_quiet(), "the last chunk was run as a command");
+
+    // A SIZE declared at MAIL that does not fit is refused at once (RFC 1870 section 6).
+    client.expect(&format!("MAIL FROM:<{SENDER}> SIZE=40000"), 452, "4.3.1");
+    client.expect(&format!("MAIL FROM:<{SENDER}> SIZE=20000"), 250, "2.1.0");
+    client.expect("RCPT TO:<fits@localhost>", 250, "2.1.5");
+    client.send(b"BDAT 20000 LAST\r\n");
+    client.send(&content_of_size(20_000));
+    assert_queued(&client.reply());
+
+    wait_for_messages(&moat, "fits", 1);
+    thread::sleep(QUIET);
+    assert!(maildir_new(&moat.maildir("localhost", "over")).is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

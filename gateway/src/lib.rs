@@ -13,9 +13,12 @@
 //!   the [`Checks`] that are on (greylisting) may defer it.
 //! - At the end of DATA or the last BDAT chunk, the message, with a `Received` header added,
 //!   goes to [`moat_delivery::Queue::accept`]; the 250 reply is sent only once it returns.
+//! - Each transaction holds a [`Reservation`] on the gateway's [`ContentBudget`] as its content
+//!   grows; when the budget is spent the message gets `452 4.3.1` instead of more memory.
 //! - Every refusal's code, enhanced status and text come from one table, [`Refusal`].
 
 mod auth;
+mod budget;
 mod checks;
 pub mod classifier;
 mod config;
@@ -45,12 +48,13 @@ pub use auth::{
     DmarcEnforcement, DmarcPolicy, DmarcResult, SenderAuth, SpfCheck, SpfReport, SpfResult,
     caching_resolver,
 };
+pub use budget::{BudgetExhausted, ContentBudget, RESERVATION_STEP, Reservation};
 pub use checks::{Checks, DEFAULT_DNSBL_TIMEOUT, DnsblCheck, DnsblScore, DnsblSettings, DnsblSite};
 pub use config::{
-    DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_COMMAND_LINE, DEFAULT_MAX_ERRORS,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SESSIONS,
-    DEFAULT_MAX_SESSIONS_PER_IP, DEFAULT_MAX_TEXT_LINE, DEFAULT_PREGREET_PASS_TTL,
-    DEFAULT_PREGREET_WAIT, SmtpConfig,
+    DEFAULT_COMMAND_TIMEOUT, DEFAULT_DATA_TIMEOUT, DEFAULT_MAX_COMMAND_LINE,
+    DEFAULT_MAX_CONTENT_IN_MEMORY, DEFAULT_MAX_ERRORS, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_MAX_RECIPIENTS, DEFAULT_MAX_SESSIONS, DEFAULT_MAX_SESSIONS_PER_IP,
+    DEFAULT_MAX_TEXT_LINE, DEFAULT_PREGREET_PASS_TTL, DEFAULT_PREGREET_WAIT, SmtpConfig,
 };
 pub use listener::GatewayError;
 pub use received::{TlsInfo, rfc5322_date};
@@ -71,6 +75,8 @@ pub(crate) struct Shared {
     queue: Queue,
     checks: Checks,
     sessions: listener::SessionCounts,
+    /// Octets of content the sessions may hold in memory, and hold.
+    content_budget: ContentBudget,
     /// Clients that passed the pre-greet test, until when.
     pregreet_passed: Mutex<HashMap<IpAddr, Instant>>,
     /// True once the server shuts down: sessions between commands are told 421 and closed.
@@ -99,6 +105,7 @@ impl Gateway {
     ) -> Result<Gateway, GatewayError> {
         let listeners = listener::bind(addrs).await?;
         let (closing, closing_seen) = watch::channel(false);
+        let content_budget = ContentBudget::new(smtp.max_content_in_memory);
         let shared = Arc::new(Shared {
             smtp,
             domains,
@@ -106,6 +113,7 @@ impl Gateway {
             queue,
             checks,
             sessions: listener::SessionCounts::default(),
+            content_budget,
             pregreet_passed: Mutex::new(HashMap::new()),
             closing: closing_seen,
         });
@@ -114,6 +122,11 @@ impl Gateway {
             listeners,
             closing,
         })
+    }
+
+    /// A handle on the budget of content held in memory, for the metrics endpoint.
+    pub fn content_budget(&self) -> ContentBudget {
+        self.shared.content_budget.clone()
     }
 
     /// The addresses actually bound (useful when a port 0 was asked for).

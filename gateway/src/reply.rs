@@ -148,6 +148,9 @@ pub enum Refusal {
     ScanUnavailable(String),
     /// The spool could not store the message; the client should retry.
     QueueUnavailable,
+    /// The gateway-wide budget of content held in memory is spent by the messages being
+    /// received; the client should retry when they have been spooled.
+    InsufficientStorage,
     /// The server is shutting down.
     ShuttingDown,
 }
@@ -194,6 +197,7 @@ impl Refusal {
             Refusal::DmarcRejected(_) => "dmarc_rejected",
             Refusal::ScanUnavailable(_) => "scan_unavailable",
             Refusal::QueueUnavailable => "queue_unavailable",
+            Refusal::InsufficientStorage => "insufficient_storage",
             Refusal::ShuttingDown => "shutting_down",
         }
     }
@@ -317,6 +321,11 @@ impl Refusal {
                 "4.3.0",
                 "Error: queue file write error, try again later",
             ),
+            // RFC 1870 section 6 and RFC 3463's 4.3.1 (mail system full): what Postfix answers
+            // when its queue file system is short, and what senders already retry on.
+            Refusal::InsufficientStorage => {
+                Reply::new(452, "4.3.1", "Insufficient system storage, try again later")
+            }
             Refusal::ShuttingDown => {
                 Reply::new(421, "4.3.2", format!("{host} Service shutting down"))
             }

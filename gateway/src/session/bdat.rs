@@ -15,8 +15,9 @@ pub(crate) struct Chunks {
     /// The Received header, then the chunks so far.
     message: Vec<u8>,
     header_length: usize,
-    /// Set once the message is over the size limit; later chunks are read and dropped.
-    too_big: bool,
+    /// Set once the message has failed (over the size limit, or over the content budget):
+    /// later chunks are read and dropped, and each gets this refusal until LAST or RSET.
+    failure: Option<Refusal>,
 }
 
 impl Session {
@@ -43,7 +44,7 @@ impl Session {
             return self.refuse(inbound, refusal);
         }
 
-        // Read the chunk into the message, unless the message is already too big.
+        // Read the chunk into the message, unless the message has already failed.
         let limit = self.shared.smtp.max_message_size;
         let header = match &self.transaction {
             Some(transaction) if transaction.chunks.is_none() => {
@@ -62,23 +63,39 @@ impl Session {
                 queue_id,
                 message,
                 header_length,
-                too_big: false,
+                failure: None,
             }
         });
         let body_length = chunks.message.len() - chunks.header_length;
-        chunks.too_big |= body_length.saturating_add(size) > limit;
-        let keep = (!chunks.too_big).then_some(&mut chunks.message);
+        let wanted = body_length.saturating_add(size);
+        if chunks.failure.is_none() && wanted > limit {
+            chunks.failure = Some(Refusal::MessageTooBig(limit));
+        }
+
+        // The chunk's octets are reserved before it is read, as its size is known; a message
+        // the budget cannot hold is dropped at once, its octets given back.
+        let mut over_budget = None;
+        if chunks.failure.is_none()
+            && let Err(exhausted) = transaction.reservation.cover(wanted)
+        {
+            chunks.failure = Some(Refusal::InsufficientStorage);
+            chunks.message = Vec::new();
+            chunks.header_length = 0;
+            transaction.reservation.release();
+            over_budget = Some(exhausted);
+        }
+        let failure = chunks.failure.clone();
+        let keep = failure.is_none().then_some(&mut chunks.message);
         if let Err(error) = inbound.chunk(size, keep, timeout).await {
             return self.chunk_lost(inbound, error);
         }
+        if let Some(exhausted) = over_budget {
+            self.log_over_budget(&exhausted, "bdat");
+        }
 
         if !last {
-            let too_big = self
-                .transaction
-                .as_ref()
-                .is_some_and(|t| t.chunks.as_ref().is_some_and(|chunks| chunks.too_big));
-            if too_big {
-                return self.refuse(inbound, Refusal::MessageTooBig(limit));
+            if let Some(refusal) = failure {
+                return self.refuse(inbound, refusal);
             }
             inbound.reply(&Reply::new(250, "2.0.0", format!("{size} octets received")));
             return Next::Continue;
@@ -102,33 +119,40 @@ impl Session {
             queue_id,
             mut message,
             header_length,
-            too_big,
+            failure,
         } = chunks;
         let size = message.len() - header_length;
 
         // Chunks are counted, so their framing is sound; but the content still goes on to
         // servers that read lines, so it gets the same line-ending policy as DATA.
-        let checked = if too_big {
-            Err(DataViolation::TooBig)
-        } else {
-            check_chunked(
+        let checked = match failure {
+            Some(refusal) => Err(refusal),
+            None => check_chunked(
                 &message[header_length..],
                 config.bare_newline,
                 config.max_text_line,
             )
+            .map_err(|violation| match violation {
+                DataViolation::TooBig => Refusal::MessageTooBig(config.max_message_size),
+                DataViolation::LineTooLong => Refusal::ContentLineTooLong(config.max_text_line),
+                DataViolation::Bare(kind) => Refusal::BareNewline(kind.as_str()),
+            }),
         };
         let refusal = match checked {
             Ok(None) => None,
-            Ok(Some(normalized)) => {
-                message.truncate(header_length);
-                message.extend_from_slice(&normalized);
-                None
-            }
-            Err(DataViolation::TooBig) => Some(Refusal::MessageTooBig(config.max_message_size)),
-            Err(DataViolation::LineTooLong) => {
-                Some(Refusal::ContentLineTooLong(config.max_text_line))
-            }
-            Err(DataViolation::Bare(kind)) => Some(Refusal::BareNewline(kind.as_str())),
+            // Normalizing adds a CR to each bare LF, so the longer content is covered too.
+            Ok(Some(normalized)) => match transaction.reservation.cover(normalized.len()) {
+                Ok(()) => {
+                    message.truncate(header_length);
+                    message.extend_from_slice(&normalized);
+                    None
+                }
+                Err(exhausted) => {
+                    self.log_over_budget(&exhausted, "bdat");
+                    Some(Refusal::InsufficientStorage)
+                }
+            },
+            Err(refusal) => Some(refusal),
         };
 
         if let Some(refusal) = refusal {

@@ -4,7 +4,7 @@ use moat_delivery::QueueId;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::framing::{DataFramer, DataViolation};
-use super::inbound::{Inbound, ReadError};
+use super::inbound::{DataEnd, Inbound, ReadError};
 use super::{Next, Session};
 use crate::reply::{Refusal, Reply};
 
@@ -24,7 +24,7 @@ impl Session {
             }
             Some(_) => {}
         }
-        let Some(transaction) = self.transaction.take() else {
+        let Some(mut transaction) = self.transaction.take() else {
             return Next::Continue;
         };
 
@@ -41,19 +41,30 @@ impl Session {
         );
 
         let read = inbound
-            .data(&mut framer, &mut message, config.data_timeout)
+            .data(
+                &mut framer,
+                &mut message,
+                &mut transaction.reservation,
+                config.data_timeout,
+            )
             .await;
         let size = framer.size();
+        // A permanent refusal of the message itself goes before the temporary one of the
+        // budget: retrying a message that is too big would only fail again.
         let refusal = match read {
-            Ok(()) => match framer.violation() {
-                None => None,
-                Some(DataViolation::TooBig) => {
+            Ok(end) => match (framer.violation(), end) {
+                (None, DataEnd::Kept) => None,
+                (None, DataEnd::OverBudget(exhausted)) => {
+                    self.log_over_budget(&exhausted, "data");
+                    Some(Refusal::InsufficientStorage)
+                }
+                (Some(DataViolation::TooBig), _) => {
                     Some(Refusal::MessageTooBig(config.max_message_size))
                 }
-                Some(DataViolation::LineTooLong) => {
+                (Some(DataViolation::LineTooLong), _) => {
                     Some(Refusal::ContentLineTooLong(config.max_text_line))
                 }
-                Some(DataViolation::Bare(kind)) => Some(Refusal::BareNewline(kind.as_str())),
+                (Some(DataViolation::Bare(kind)), _) => Some(Refusal::BareNewline(kind.as_str())),
             },
             Err(ReadError::Bare(kind)) => Some(Refusal::BareNewline(kind.as_str())),
             Err(ReadError::Timeout(_)) => Some(Refusal::DataTimeout),

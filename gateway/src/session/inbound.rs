@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::framing::{BareKind, BareNewline, DataFramer, DataViolation, command_line_end};
+use crate::budget::{BudgetExhausted, Reservation};
 use crate::reply::Reply;
 
 /// Bytes read from the socket at a time.
@@ -44,6 +45,15 @@ pub enum ReadError {
     /// The socket failed.
     #[error("reading from the client failed: {0}")]
     Io(#[from] io::Error),
+}
+
+/// How DATA content ended, once its end mark was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataEnd {
+    /// The content is in the buffer given, covered by the reservation.
+    Kept,
+    /// The content budget was spent: the content was read to its end and dropped.
+    OverBudget(BudgetExhausted),
 }
 
 /// A client connection: the stream, bytes read but not yet used, and replies not yet sent.
@@ -253,7 +263,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
         }
     }
 
-    /// Reads DATA content up to and including CRLF.CRLF, through `framer` into `content`.
+    /// Reads DATA content up to and including CRLF.CRLF, through `framer` into `content`,
+    /// growing `reservation` to cover what `content` holds beyond its length on entry.
+    ///
+    /// When the reservation cannot grow, `content` is emptied, the reservation given back, and
+    /// the rest of the message read to its end and dropped: the client must see the refusal
+    /// only after its final dot (RFC 5321 section 4.1.1.4), and the session can go on.
     ///
     /// Returns early, without the end mark, when the framer finds a bare newline under the
     /// reject policy; the caller replies and closes.
@@ -264,13 +279,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Inbound<S> {
         &mut self,
         framer: &mut DataFramer,
         content: &mut Vec<u8>,
+        reservation: &mut Reservation,
         timeout: Duration,
-    ) -> Result<(), ReadError> {
+    ) -> Result<DataEnd, ReadError> {
+        let already = content.len();
+        let mut end = DataEnd::Kept;
+        let mut dropped = Vec::new();
         loop {
-            let fed = framer.feed(&self.input[self.start..], content);
+            let kept = match end {
+                DataEnd::Kept => &mut *content,
+                DataEnd::OverBudget(_) => &mut dropped,
+            };
+            let fed = framer.feed(&self.input[self.start..], kept);
             self.start += fed.consumed;
+            dropped.clear();
+
+            // Checked after each read rather than before, so a message is never refused for
+            // commands pipelined behind it; it may go over by one read (READ_CHUNK) at most.
+            if let DataEnd::Kept = end
+                && let Err(exhausted) = reservation.cover(content.len() - already)
+            {
+                *content = Vec::new();
+                reservation.release();
+                end = DataEnd::OverBudget(exhausted);
+            }
+
             if fed.finished {
-                return Ok(());
+                return Ok(end);
             }
             if let Some(DataViolation::Bare(kind)) = framer.violation() {
                 return Err(ReadError::Bare(kind));

@@ -40,6 +40,15 @@ impl Session {
             return Err(Refusal::DeclaredSizeTooBig(limit));
         }
 
+        // RFC 1870 section 6: a declared size that fits the limit but not the storage free now
+        // gets 452 at once, before the client sends the message. Reserving it here also keeps
+        // the octets for this message while its envelope is built.
+        let mut reservation = self.shared.content_budget.reservation();
+        if let Err(exhausted) = reservation.cover(from.size) {
+            self.log_over_budget(&exhausted, "mail");
+            return Err(Refusal::InsufficientStorage);
+        }
+
         let body = if from.flags & MAIL_BODY_8BITMIME != 0 {
             BodyType::EightBitMime
         } else {
@@ -65,6 +74,7 @@ impl Session {
             verdict: None,
             started: Instant::now(),
             chunks: None,
+            reservation,
         });
         Ok(Reply::new(250, "2.1.0", "Ok"))
     }

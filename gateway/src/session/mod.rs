@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::Shared;
 use crate::auth::SpfReport;
+use crate::budget::{BudgetExhausted, Reservation};
 use crate::checks::DnsblScore;
 use crate::received::{TlsInfo, Trace};
 use crate::reply::{Refusal, Reply};
@@ -63,6 +64,9 @@ pub(crate) struct Transaction {
     started: Instant,
     /// The message being assembled from BDAT chunks, once the first chunk has arrived.
     chunks: Option<bdat::Chunks>,
+    /// The transaction's share of the gateway's content budget: the SIZE declared at MAIL,
+    /// then as much as the content received. Dropped with the transaction, whatever ends it.
+    reservation: Reservation,
 }
 
 /// The DNSBL verdict on the client, looked up once per session from its start.
@@ -323,6 +327,19 @@ impl Session {
         if let Some(transaction) = self.transaction.take() {
             self.log_transaction(&transaction, None, 0, verdict);
         }
+    }
+
+    /// The one warning line of a message refused because the content budget is spent.
+    fn log_over_budget(&self, exhausted: &BudgetExhausted, stage: &'static str) {
+        tracing::warn!(
+            refusal = crate::reply::Refusal::InsufficientStorage.name(),
+            client_ip = %self.client.ip(),
+            stage,
+            wanted = exhausted.wanted,
+            in_use = exhausted.in_use,
+            limit = exhausted.limit,
+            "message refused: the budget of content in memory is spent"
+        );
     }
 
     /// The Received header for a message of the current transaction, and below it the header

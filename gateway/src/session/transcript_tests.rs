@@ -52,6 +52,7 @@ async fn start(name: &str, policy: BareNewline) -> Transcript {
     smtp.max_message_size = 1_000;
     let mut domains = AcceptedDomains::new();
     domains.insert("example.com", RecipientList::AcceptAll);
+    let content_budget = crate::ContentBudget::new(smtp.max_content_in_memory);
     let shared = Arc::new(Shared {
         smtp,
         domains,
@@ -59,6 +60,7 @@ async fn start(name: &str, policy: BareNewline) -> Transcript {
         queue,
         checks: crate::Checks::default(),
         sessions: listener::SessionCounts::default(),
+        content_budget,
         pregreet_passed: Mutex::new(HashMap::new()),
         // Never shut down: the sender half is dropped at once, and the value stays false.
         closing: tokio::sync::watch::channel(false).1,
