@@ -177,19 +177,15 @@ pub(crate) fn is_within(name: &str, domain: &str) -> bool {
             && name.as_bytes()[name.len() - domain.len() - 1] == b'.')
 }
 
-/// The registrable part of a host name, by a heuristic that needs no public suffix list: the
-/// last two labels, or three when the last two look like a country's second level (`co.uk`).
+/// The registrable part of a host name by the public suffix list (compiled in, so no lookup
+/// at run time): `mail-io1-f41.google.com` is `google.com`, `mx.example.co.uk` is
+/// `example.co.uk`, `a.b.example.com.au` is `example.com.au`. A name with no known suffix, or
+/// that is a suffix itself, stands for itself.
 ///
-/// A wrong guess only makes a pool wider or narrower than it is; an operator who needs exact
-/// pools lists the domains instead of `*`.
+/// The list's private section counts too, so hosts under a hosting suffix (`*.compute.
+/// amazonaws.com`) are each their own organisation: cloud machines are not one sender's pool.
 pub fn organisational_domain(name: &str) -> &str {
-    let labels: Vec<&str> = name.rsplitn(4, '.').collect();
-    let keep = match labels.as_slice() {
-        [tld, second, _, ..] if tld.len() == 2 && second.len() <= 3 => 3,
-        _ => 2,
-    };
-    let cut: usize = labels.iter().take(keep).map(|label| label.len() + 1).sum();
-    &name[name.len().saturating_sub(cut.saturating_sub(1))..]
+    psl::domain_str(name).unwrap_or(name)
 }
 
 /// The reverse-path as a key: lower case, with SRS undone, BATV tags, `+extensions` and VERP
@@ -397,11 +393,21 @@ mod tests {
     }
 
     #[test]
-    fn organisational_domain_keeps_two_or_three_labels() {
-        assert_eq!(organisational_domain("mx1.example.com"), "example.com");
-        assert_eq!(organisational_domain("example.com"), "example.com");
-        assert_eq!(organisational_domain("mx.example.co.uk"), "example.co.uk");
-        assert_eq!(organisational_domain("localhost"), "localhost");
+    fn organisational_domain_follows_the_public_suffix_list() {
+        for (name, organisation) in [
+            ("mx1.example.com", "example.com"),
+            ("example.com", "example.com"),
+            ("mx.example.co.uk", "example.co.uk"),
+            // Three-label public suffixes that a two-or-three-label guess gets wrong.
+            ("a.b.example.com.au", "example.com.au"),
+            ("mail.example.k12.ca.us", "example.k12.ca.us"),
+            ("mx.example.co", "example.co"),
+            ("mail-io1-f41.google.com", "google.com"),
+            ("localhost", "localhost"),
+            ("co.uk", "co.uk"),
+        ] {
+            assert_eq!(organisational_domain(name), organisation, "{name}");
+        }
     }
 
     #[test]
