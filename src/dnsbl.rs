@@ -43,7 +43,8 @@ pub(crate) enum Command {
         /// Refuse a dataset with any malformed line instead of skipping the line.
         #[arg(long)]
         strict: bool,
-        /// Answer `GET /metrics` (the sync counters) on this address, as 127.0.0.1:9188.
+        /// Answer `GET /metrics` (queries answered, and the sync counters) on this address, as
+        /// 127.0.0.1:9188.
         #[arg(long)]
         metrics_listen: Option<String>,
     },
@@ -148,6 +149,7 @@ fn serve(settings: Settings) -> Result<(), Failure> {
         if let Some(addr) = settings.metrics_listen {
             let sources = crate::metrics::Sources {
                 sync: subscriber.clone(),
+                dns: Some(server.counters()),
                 ..crate::metrics::Sources::default()
             };
             crate::metrics::start(addr, sources)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use moat_dnsbl::Subscriber;
+use moat_dnsbl::{QueryCounters, Subscriber};
 use moat_gateway::{Checks, ContentBudget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -30,6 +30,8 @@ pub(crate) struct Sources {
     pub(crate) sync: Option<Subscriber>,
     /// The octets of message content the SMTP sessions hold (`moat serve`).
     pub(crate) content_budget: Option<ContentBudget>,
+    /// The queries the DNSBL server answered, when this process serves zones over DNS.
+    pub(crate) dns: Option<QueryCounters>,
 }
 
 /// Serves the metrics of `sources` on `listener` until the task is dropped.
@@ -86,6 +88,9 @@ fn render(sources: &Sources) -> String {
     }
     if let Some(budget) = &sources.content_budget {
         text.push_str(&budget.render_metrics());
+    }
+    if let Some(dns) = &sources.dns {
+        text.push_str(&dns.render());
     }
     text
 }

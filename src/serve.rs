@@ -66,7 +66,7 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             .context("opening the queue")
             .map_err(fail(exit::CANT_CREATE))?;
         // The DNS server answers until it is dropped when `moat serve` ends.
-        let (zones, _dns_server, subscriber) = match &settings.dnsbl_server {
+        let (zones, dns_server, subscriber) = match &settings.dnsbl_server {
             Some(dnsbl) => {
                 let (zones, server, subscriber) = serve_dnsbl(dnsbl).await?;
                 (Some(zones), Some(server), subscriber)
@@ -104,6 +104,7 @@ pub(crate) fn run(config: Option<PathBuf>, overrides: Overrides) -> Result<(), F
             let sources = crate::metrics::Sources {
                 checks: Some(metrics_checks),
                 sync: subscriber,
+                dns: dns_server.as_ref().map(DnsServer::counters),
                 content_budget: Some(gateway.content_budget()),
             };
             crate::metrics::start(addr, sources)

@@ -45,7 +45,7 @@ pub use dataset::special::DEFAULT_TTL;
 pub use error::Error;
 pub use name::Name;
 pub use outcome::Outcome;
-pub use server::DnsServer;
+pub use server::{DnsServer, QueryCounters};
 pub use sync::{
     DEFAULT_SYNC_ALLOW, DEFAULT_SYNC_INTERVAL, DEFAULT_SYNC_TIMEOUT, Network, PublishConfig,
     PublishSettings, Publisher, PullSummary, Refusal, SubscribeConfig, SubscribeSettings,

@@ -56,6 +56,25 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order of [`Outcome::index`].
+    pub const ALL: [Outcome; 10] = [
+        Outcome::Listed,
+        Outcome::NoData,
+        Outcome::EmptyNonTerminal,
+        Outcome::NxDomain,
+        Outcome::NotOurZone,
+        Outcome::WrongClass,
+        Outcome::ApexWithoutData,
+        Outcome::NotImplemented,
+        Outcome::FormatError,
+        Outcome::BadVersion,
+    ];
+
+    /// The outcome's place in [`Outcome::ALL`], for arrays of counters.
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+
     /// The response code (its lower four bits for BADVERS).
     pub(crate) fn rcode(self) -> u8 {
         match self {
@@ -98,6 +117,18 @@ impl Outcome {
             Outcome::NotImplemented => "not_implemented",
             Outcome::FormatError => "format_error",
             Outcome::BadVersion => "bad_version",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Outcome;
+
+    #[test]
+    fn every_outcome_is_listed_at_its_index() {
+        for (index, outcome) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(outcome.index(), index, "{outcome:?}");
         }
     }
 }

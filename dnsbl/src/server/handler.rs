@@ -14,6 +14,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 
 use crate::answer::Answers;
+use super::counters::QueryCounters;
 use crate::wire::{self, Transport};
 use crate::zones::Zones;
 
@@ -21,12 +22,13 @@ use crate::zones::Zones;
 #[derive(Clone)]
 pub(crate) struct Handler {
     zones: Zones,
+    counters: QueryCounters,
 }
 
 impl Handler {
-    /// A handler over `zones`.
-    pub(crate) fn new(zones: Zones) -> Handler {
-        Handler { zones }
+    /// A handler over `zones`, counting what it answers in `counters`.
+    pub(crate) fn new(zones: Zones, counters: QueryCounters) -> Handler {
+        Handler { zones, counters }
     }
 
     /// Our reply to raw query bytes, as a parsed message; `None` for no reply.
@@ -34,7 +36,8 @@ impl Handler {
         let mut answers = Answers::default();
         let mut out = Vec::with_capacity(512);
         let catalog = self.zones.catalog().load();
-        wire::respond(raw, &catalog, transport, &mut answers, &mut out)?;
+        let outcome = wire::respond(raw, &catalog, transport, &mut answers, &mut out)?;
+        self.counters.add(transport, outcome);
         match Message::from_vec(&out) {
             Ok(message) => Some(message),
             Err(error) => {

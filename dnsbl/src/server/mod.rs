@@ -1,8 +1,11 @@
 //! The DNS node: UDP sockets answered by Moat's own loop (`udp.rs`), TCP by hickory-server
 //! with Moat's request handler (`handler.rs`), on each configured address.
 
+mod counters;
 mod handler;
 mod udp;
+
+pub use counters::QueryCounters;
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::sync::Arc;
@@ -38,6 +41,7 @@ pub struct DnsServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     hickory: hickory_server::Server<handler::Handler>,
+    counters: QueryCounters,
 }
 
 impl DnsServer {
@@ -49,7 +53,11 @@ impl DnsServer {
     /// [`Error::Bind`] when an address cannot be bound.
     pub fn start(settings: &Settings, zones: Zones) -> Result<DnsServer, Error> {
         let stop = Arc::new(AtomicBool::new(false));
-        let mut hickory = hickory_server::Server::new(handler::Handler::new(zones.clone()));
+        let counters = QueryCounters::default();
+        let mut hickory = hickory_server::Server::new(handler::Handler::new(
+            zones.clone(),
+            counters.clone(),
+        ));
         let mut addrs = Vec::new();
         let mut threads = Vec::new();
         let sockets = match settings.udp_engine {
@@ -79,10 +87,11 @@ impl DnsServer {
             for socket in udp {
                 match settings.udp_engine {
                     UdpEngine::Fast => {
-                        let (zones, stop) = (zones.clone(), Arc::clone(&stop));
+                        let (zones, counters, stop) =
+                            (zones.clone(), counters.clone(), Arc::clone(&stop));
                         let thread = std::thread::Builder::new()
                             .name(format!("dnsbl-udp-{}", threads.len()))
-                            .spawn(move || udp::serve(socket, zones, stop))
+                            .spawn(move || udp::serve(socket, zones, counters, stop))
                             .map_err(|error| Error::Bind {
                                 addr,
                                 protocol: "udp",
@@ -114,7 +123,13 @@ impl DnsServer {
             stop,
             threads,
             hickory,
+            counters,
         })
+    }
+
+    /// The queries answered so far, by transport and outcome (for a metrics endpoint).
+    pub fn counters(&self) -> QueryCounters {
+        self.counters.clone()
     }
 
     /// The addresses bound (with the ports picked for port 0).

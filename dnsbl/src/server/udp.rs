@@ -22,6 +22,7 @@ use nix::sys::socket::{
 };
 
 use crate::answer::Answers;
+use super::counters::{BatchCounts, QueryCounters};
 use crate::wire::{self, Transport};
 use crate::zones::Zones;
 
@@ -36,7 +37,12 @@ const BATCH: usize = 32;
 const STOP_POLL: Duration = Duration::from_millis(250);
 
 /// Answers queries on `socket` until `stop` is set.
-pub(crate) fn serve(socket: UdpSocket, zones: Zones, stop: Arc<AtomicBool>) {
+pub(crate) fn serve(
+    socket: UdpSocket,
+    zones: Zones,
+    counters: QueryCounters,
+    stop: Arc<AtomicBool>,
+) {
     if let Err(error) = socket.set_read_timeout(Some(STOP_POLL)) {
         tracing::warn!(%error, "cannot set a read timeout on the UDP socket; stop may be slow");
     }
@@ -78,6 +84,7 @@ pub(crate) fn serve(socket: UdpSocket, zones: Zones, stop: Arc<AtomicBool>) {
 
         // Answer each; a source port of 0 cannot be answered (such packets are forged).
         peers.clear();
+        let mut batch: BatchCounts = Default::default();
         for (i, (len, peer)) in received.iter().enumerate() {
             if port(peer) == Some(0) {
                 continue;
@@ -88,9 +95,11 @@ pub(crate) fn serve(socket: UdpSocket, zones: Zones, stop: Arc<AtomicBool>) {
                 wire::respond(query, catalog.load(), Transport::Udp, &mut answers, reply)
             {
                 tracing::trace!(outcome = outcome.as_str(), "udp query answered");
+                batch[outcome.index()] += 1;
                 peers.push(Some(*peer));
             }
         }
+        counters.add_batch(Transport::Udp, &batch);
         send_all(fd, &mut send_headers, &replies[..peers.len()], &peers);
     }
 }
