@@ -114,6 +114,10 @@ pub struct FileConfig {
     /// The statistical classifier, run with the content checks.
     #[serde(default)]
     pub classifier: moat_gateway::classifier::ClassifierSection,
+    /// The directory of the file, which relative paths are taken from; empty (the working
+    /// directory) for the embedded default.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
 }
 
 /// `[metrics]`: where `GET /metrics` is answered.
@@ -282,7 +286,9 @@ impl FileConfig {
                 path: path.to_path_buf(),
                 detail: error.to_string().trim_end().to_string(),
             })?;
-        config.anchor_paths(&crate::dnsbl::config_dir(path));
+        config.base_dir = crate::dnsbl::config_dir(path);
+        let base_dir = config.base_dir.clone();
+        config.anchor_paths(&base_dir);
         Ok(config)
     }
 
@@ -422,7 +428,7 @@ impl FileConfig {
             Some(section) => {
                 Some(
                     section
-                        .validate(Path::new("."))
+                        .validate(&self.base_dir)
                         .map_err(|error| ConfigError::Value {
                             key: "dnsbl".into(),
                             value: String::new(),

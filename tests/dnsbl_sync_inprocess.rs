@@ -30,6 +30,7 @@ async fn publish(file: &Path) -> String {
     let settings = PublishSettings {
         listen: vec!["127.0.0.1:0".parse().expect("an address")],
         allow: vec![Network::parse("127.0.0.1").expect("a network")],
+        key: None,
     };
     let publisher = Publisher::bind(&settings, &zone(file))
         .await
@@ -44,6 +45,7 @@ fn subscriber(publisher: String, file: &Path) -> Subscriber {
         publisher,
         interval: Duration::from_secs(3600),
         timeout: Duration::from_secs(10),
+        key: None,
     };
     Subscriber::new(&settings, &zone(file))
 }

@@ -312,7 +312,7 @@ impl DnsblConfig {
             strict: self.strict,
         };
         let sync = match &self.sync {
-            Some(section) => section.validate()?,
+            Some(section) => section.validate_in(base)?,
             None => SyncSettings::default(),
         };
         let metrics_listen = match &self.metrics_listen {

@@ -47,9 +47,10 @@ pub use name::Name;
 pub use outcome::Outcome;
 pub use server::{DnsServer, QueryCounters};
 pub use sync::{
-    DEFAULT_SYNC_ALLOW, DEFAULT_SYNC_INTERVAL, DEFAULT_SYNC_TIMEOUT, Network, PublishConfig,
-    PublishSettings, Publisher, PullSummary, Refusal, SubscribeConfig, SubscribeSettings,
-    Subscriber, SyncConfig, SyncError, SyncMetrics, SyncOutcome, SyncSettings,
+    DEFAULT_SYNC_ALLOW, DEFAULT_SYNC_INTERVAL, DEFAULT_SYNC_TIMEOUT, MIN_KEY_LEN, Network,
+    PublishConfig, PublishSettings, Publisher, PullSummary, Refusal, SubscribeConfig,
+    SubscribeSettings, Subscriber, SyncConfig, SyncError, SyncKey, SyncMetrics, SyncOutcome,
+    SyncSettings,
 };
 pub use watch::watch;
 pub use zone::Aggregate;

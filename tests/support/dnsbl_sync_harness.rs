@@ -104,9 +104,20 @@ impl Node {
 
     /// Starts a subscriber of `publisher`, pulling every `interval` (a time such as `1h`).
     pub fn subscriber(dir: TempDir, publisher: SocketAddr, interval: &str) -> Node {
+        Node::keyed_subscriber(dir, publisher, interval, "")
+    }
+
+    /// Starts a subscriber as [`Node::subscriber`] does, with `extra` added to
+    /// `[dnsbl.sync.subscribe]` (a `key_file`).
+    pub fn keyed_subscriber(
+        dir: TempDir,
+        publisher: SocketAddr,
+        interval: &str,
+        extra: &str,
+    ) -> Node {
         let config = format!(
             "[dnsbl]\ncheck_interval = \"0\"\n{}\n[dnsbl.sync.subscribe]\n\
-             publisher = \"{publisher}\"\ninterval = \"{interval}\"\ntimeout = \"10s\"\n",
+             publisher = \"{publisher}\"\ninterval = \"{interval}\"\ntimeout = \"10s\"\n{extra}\n",
             zone_section()
         );
         Node::start(dir, &config)
@@ -199,6 +210,15 @@ pub fn wait_for(what: &str, deadline: Duration, mut condition: impl FnMut() -> b
     }
 }
 
+/// Writes `secret` (hex) to `name` in `dir`, readable by its owner only; returns its path.
+pub fn write_key(dir: &Path, name: &str, secret: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let path = dir.join(name);
+    std::fs::write(&path, secret).expect("write the key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
 /// What the proxy does to the publisher's delta frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tamper {
@@ -224,6 +244,12 @@ pub struct Proxy {
 
 /// The kind byte of a delta frame.
 const DELTA_KIND: u8 = 0x82;
+
+/// The kind byte of the publisher's last handshake frame: every frame after it carries a tag.
+const ACCEPT_KIND: u8 = 0x84;
+
+/// The length of the HMAC-SHA256 tag after each frame of a keyed connection.
+const TAG_LEN: usize = 32;
 
 impl Proxy {
     /// Starts forwarding to `upstream`.
@@ -263,19 +289,23 @@ fn relay(client: TcpStream, server: TcpStream, mode: &Mutex<Tamper>, kept: &Mute
         let _ = requests_out.shutdown(Shutdown::Write);
     });
     let (mut answers_in, mut answers_out) = (server, client);
-    while let Some(mut frame) = read_frame(&mut answers_in) {
+    let mut tag_len = 0;
+    while let Some(mut frame) = read_frame(&mut answers_in, tag_len) {
+        if frame[1] == ACCEPT_KIND {
+            tag_len = TAG_LEN;
+        }
         if frame[1] == DELTA_KIND {
             let mode = *mode.lock().expect("the mode");
             match mode {
                 Tamper::Pass => kept.lock().expect("kept").push(frame.clone()),
                 Tamper::Flip => {
-                    let at = frame.len() - 20;
+                    let at = frame.len() - tag_len - 20;
                     frame[at] ^= 0x40;
                 }
                 Tamper::FlipResealed => {
                     let at = first_literal_byte(&frame);
                     frame[at] ^= 0x40;
-                    reseal(&mut frame);
+                    reseal(&mut frame, tag_len);
                 }
                 Tamper::Truncate => {
                     let _ = answers_out.write_all(&frame[..frame.len() / 2]);
@@ -297,12 +327,13 @@ fn relay(client: TcpStream, server: TcpStream, mode: &Mutex<Tamper>, kept: &Mute
     let _ = answers_out.shutdown(Shutdown::Write);
 }
 
-/// Reads one whole frame (header, payload, CRC-32), or `None` at the end.
-fn read_frame(stream: &mut TcpStream) -> Option<Vec<u8>> {
+/// Reads one whole frame (header, payload, CRC-32, and a tag of `tag_len` bytes), or `None`
+/// at the end.
+fn read_frame(stream: &mut TcpStream, tag_len: usize) -> Option<Vec<u8>> {
     let mut frame = vec![0u8; 6];
     stream.read_exact(&mut frame).ok()?;
     let len = u32::from_be_bytes([frame[2], frame[3], frame[4], frame[5]]) as usize;
-    frame.resize(6 + len + 4, 0);
+    frame.resize(6 + len + 4 + tag_len, 0);
     stream.read_exact(&mut frame[6..]).ok()?;
     Some(frame)
 }
@@ -326,11 +357,11 @@ fn first_literal_byte(frame: &[u8]) -> usize {
     }
 }
 
-/// Writes a frame's CRC-32 again after its bytes changed.
-fn reseal(frame: &mut [u8]) {
-    let end = frame.len() - 4;
+/// Writes a frame's CRC-32 again after its bytes changed (a tag, if any, left as it was).
+fn reseal(frame: &mut [u8], tag_len: usize) {
+    let end = frame.len() - tag_len - 4;
     let crc = crc32(&frame[..end]);
-    frame[end..].copy_from_slice(&crc.to_be_bytes());
+    frame[end..end + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// CRC-32 (IEEE 802.3, as zlib and crc32fast compute it), bit by bit: the proxy's few frames

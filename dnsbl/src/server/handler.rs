@@ -13,8 +13,8 @@ use hickory_server::proto::op::{
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use crate::answer::Answers;
 use super::counters::QueryCounters;
+use crate::answer::Answers;
 use crate::wire::{self, Transport};
 use crate::zones::Zones;
 

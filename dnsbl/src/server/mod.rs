@@ -54,10 +54,8 @@ impl DnsServer {
     pub fn start(settings: &Settings, zones: Zones) -> Result<DnsServer, Error> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = QueryCounters::default();
-        let mut hickory = hickory_server::Server::new(handler::Handler::new(
-            zones.clone(),
-            counters.clone(),
-        ));
+        let mut hickory =
+            hickory_server::Server::new(handler::Handler::new(zones.clone(), counters.clone()));
         let mut addrs = Vec::new();
         let mut threads = Vec::new();
         let sockets = match settings.udp_engine {

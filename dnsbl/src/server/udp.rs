@@ -21,8 +21,8 @@ use nix::sys::socket::{
     ControlMessage, MsgFlags, MultiHeaders, SockaddrLike, SockaddrStorage, recvmmsg, sendmmsg,
 };
 
-use crate::answer::Answers;
 use super::counters::{BatchCounts, QueryCounters};
+use crate::answer::Answers;
 use crate::wire::{self, Transport};
 use crate::zones::Zones;
 

@@ -5,16 +5,22 @@
 //! [dnsbl.sync.publish]
 //! listen = ["192.0.2.10:5380"]
 //! allow = ["192.0.2.0/24"]
+//! key_file = "sync.key"
 //! [dnsbl.sync.subscribe]
 //! publisher = "192.0.2.10:5380"
 //! interval = "1h"
+//! key_file = "sync.key"
 //! ```
+//!
+//! `key_file` is optional, but a key set on one side must be set, the same, on the other.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
 use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::key::SyncKey;
 use crate::config::duration;
 use crate::error::Error;
 
@@ -52,6 +58,10 @@ pub struct PublishConfig {
     /// Client networks allowed to pull, as `IP` or `IP/PREFIX` (default: loopback only).
     #[serde(default)]
     pub allow: Option<Vec<String>>,
+    /// A file holding the shared key (hex or base64, at least 32 bytes, not readable by every
+    /// user); relative to the configuration file. Without it the sync is unauthenticated.
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// `[dnsbl.sync.subscribe]` as written.
@@ -66,6 +76,10 @@ pub struct SubscribeConfig {
     /// How long one exchange may take (default `1m`).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// A file holding the shared key, the same as the publisher's; relative to the
+    /// configuration file. Without it the sync is unauthenticated.
+    #[serde(default)]
+    pub key_file: Option<String>,
 }
 
 /// The validated `[dnsbl.sync]` section; both parts absent when there is no sync.
@@ -84,6 +98,8 @@ pub struct PublishSettings {
     pub listen: Vec<SocketAddr>,
     /// Who may pull.
     pub allow: Vec<Network>,
+    /// The shared key subscribers must prove they hold; `None` for an unauthenticated sync.
+    pub key: Option<SyncKey>,
 }
 
 /// A validated subscriber.
@@ -95,6 +111,8 @@ pub struct SubscribeSettings {
     pub interval: Duration,
     /// Time one exchange may take.
     pub timeout: Duration,
+    /// The shared key the publisher must prove it holds; `None` for an unauthenticated sync.
+    pub key: Option<SyncKey>,
 }
 
 /// An IP network: an address and how many of its leading bits count.
@@ -142,28 +160,63 @@ impl Network {
 }
 
 impl SyncConfig {
-    /// Validates the section.
+    /// Validates the section; a relative `key_file` is refused, as there is no directory to
+    /// take it from. [`SyncConfig::validate_in`] is what a configuration file calls.
     ///
     /// # Errors
     ///
     /// [`Error::Config`] naming the key, the value and what would do.
     pub fn validate(&self) -> Result<SyncSettings, Error> {
+        self.validate_from(None)
+    }
+
+    /// Validates the section, taking a relative `key_file` from `base` (the directory of the
+    /// configuration file), and reads the keys.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Config`] naming the key, the value and what would do.
+    pub fn validate_in(&self, base: &Path) -> Result<SyncSettings, Error> {
+        self.validate_from(Some(base))
+    }
+
+    fn validate_from(&self, base: Option<&Path>) -> Result<SyncSettings, Error> {
         let publish = self
             .publish
             .as_ref()
-            .map(PublishConfig::validate)
+            .map(|publish| publish.validate(base))
             .transpose()?;
         let subscribe = self
             .subscribe
             .as_ref()
-            .map(SubscribeConfig::validate)
+            .map(|subscribe| subscribe.validate(base))
             .transpose()?;
         Ok(SyncSettings { publish, subscribe })
     }
 }
 
+/// The key in `file`, if one is given.
+fn key(key: &str, file: Option<&str>, base: Option<&Path>) -> Result<Option<SyncKey>, Error> {
+    let Some(file) = file else {
+        return Ok(None);
+    };
+    let path = Path::new(file);
+    let path = match base {
+        _ if path.is_absolute() => path.to_owned(),
+        Some(base) => base.join(path),
+        None => {
+            return Err(Error::Config {
+                key: key.to_owned(),
+                value: file.to_owned(),
+                expected: "an absolute path to the key file",
+            });
+        }
+    };
+    SyncKey::load(key, &path).map(Some)
+}
+
 impl PublishConfig {
-    fn validate(&self) -> Result<PublishSettings, Error> {
+    fn validate(&self, base: Option<&Path>) -> Result<PublishSettings, Error> {
         if self.listen.is_empty() {
             return Err(Error::Config {
                 key: "dnsbl.sync.publish.listen".into(),
@@ -197,12 +250,17 @@ impl PublishConfig {
                 })
             })
             .collect::<Result<Vec<Network>, Error>>()?;
-        Ok(PublishSettings { listen, allow })
+        let key = key(
+            "dnsbl.sync.publish.key_file",
+            self.key_file.as_deref(),
+            base,
+        )?;
+        Ok(PublishSettings { listen, allow, key })
     }
 }
 
 impl SubscribeConfig {
-    fn validate(&self) -> Result<SubscribeSettings, Error> {
+    fn validate(&self, base: Option<&Path>) -> Result<SubscribeSettings, Error> {
         let has_port = self.publisher.rsplit_once(':').is_some_and(|(host, port)| {
             !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
         });
@@ -217,10 +275,16 @@ impl SubscribeConfig {
             .unwrap_or(DEFAULT_SYNC_INTERVAL);
         let timeout = positive("dnsbl.sync.subscribe.timeout", self.timeout.as_deref())?
             .unwrap_or(DEFAULT_SYNC_TIMEOUT);
+        let key = key(
+            "dnsbl.sync.subscribe.key_file",
+            self.key_file.as_deref(),
+            base,
+        )?;
         Ok(SubscribeSettings {
             publisher: self.publisher.clone(),
             interval,
             timeout,
+            key,
         })
     }
 }
@@ -333,6 +397,51 @@ mod tests {
             settings.publish.is_some() && settings.subscribe.is_some(),
             "{section}"
         );
+    }
+
+    #[test]
+    fn key_files_are_read_from_the_config_directory_and_checked() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = std::env::temp_dir().join(format!("moat-sync-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let write = |name: &str, text: String, mode: u32| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        write("good.key", "cd".repeat(32), 0o600);
+        write("short.key", "cd".repeat(16), 0o600);
+        write("open.key", "cd".repeat(32), 0o644);
+        let section = |file: &str| -> SyncConfig {
+            let text = format!(
+                "[publish]\nlisten = [\"127.0.0.1:1\"]\nkey_file = \"{file}\"\n\
+                 [subscribe]\npublisher = \"h:1\"\nkey_file = \"{file}\"\n"
+            );
+            toml::from_str(&text).expect("parses")
+        };
+
+        let settings = section("good.key").validate_in(&dir).expect("valid");
+        let publish_key = settings.publish.and_then(|p| p.key).expect("a key");
+        assert_eq!(publish_key.file(), dir.join("good.key"));
+        assert_eq!(settings.subscribe.and_then(|s| s.key), Some(publish_key));
+
+        for (file, says) in [
+            ("short.key", "holds a key of 16 bytes"),
+            ("open.key", "readable by every user"),
+            ("missing.key", "No such file"),
+        ] {
+            let error = section(file).validate_in(&dir).expect_err(file).to_string();
+            assert!(
+                error.starts_with("config dnsbl.sync.publish.key_file "),
+                "{error}"
+            );
+            assert!(error.contains(says), "{error}");
+        }
+        let error = section("good.key")
+            .validate()
+            .expect_err("relative")
+            .to_string();
+        assert!(error.contains("an absolute path"), "{error}");
     }
 
     #[test]

@@ -29,7 +29,7 @@ pub enum SyncError {
     /// The connection ended inside a frame.
     #[error("frame truncated: {part} cut short")]
     Truncated {
-        /// Which part of the frame was cut: `header`, `payload` or `checksum`.
+        /// Which part of the frame was cut: `header`, `payload`, `checksum` or `tag`.
         part: &'static str,
     },
     /// A frame's CRC-32 does not match its bytes.
@@ -52,6 +52,20 @@ pub enum SyncError {
     /// The publisher refused.
     #[error("publisher refused: {0}")]
     Refused(Refusal),
+    /// The peer did not prove it holds the shared key, or one end has a key and the other
+    /// none.
+    #[error(
+        "sync peer not authenticated: {0}; the keys must match: set the same key_file in \
+             [dnsbl.sync.publish] and [dnsbl.sync.subscribe]"
+    )]
+    Unauthenticated(&'static str),
+    /// A frame after the handshake failed its HMAC: it was altered, replayed, reordered or a
+    /// frame before it dropped.
+    #[error("frame {sequence} failed its MAC: altered, replayed, reordered or dropped in transit")]
+    BadMac {
+        /// The frame's sequence number in its direction.
+        sequence: u64,
+    },
     /// The publisher offered a version older than the copy held.
     #[error("dataset {dataset}: generation {offered} is older than the copy held ({held})")]
     OutOfOrder {
@@ -100,7 +114,11 @@ impl SyncError {
             SyncError::Timeout(_) => SyncOutcome::Timeout,
             SyncError::FrameChecksum | SyncError::Version(_) => SyncOutcome::FrameCorrupt,
             SyncError::TooLong { .. } | SyncError::Malformed(_) => SyncOutcome::Malformed,
+            SyncError::Refused(Refusal::Unauthenticated) | SyncError::Unauthenticated(_) => {
+                SyncOutcome::Unauthenticated
+            }
             SyncError::Refused(_) => SyncOutcome::Refused,
+            SyncError::BadMac { .. } => SyncOutcome::BadMac,
             SyncError::OutOfOrder { .. } => SyncOutcome::OutOfOrder,
             SyncError::BadDelta { .. } => SyncOutcome::BadDelta,
             SyncError::ChecksumMismatch { .. } => SyncOutcome::ChecksumMismatch,

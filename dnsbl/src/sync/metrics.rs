@@ -87,11 +87,14 @@ mod tests {
     fn render_names_every_outcome_and_the_byte_counters() {
         let metrics = SyncMetrics::default();
         metrics.count(SyncOutcome::ChecksumMismatch);
+        metrics.count(SyncOutcome::BadMac);
         metrics.moved(1234);
         metrics.installed(99_999);
         let text = metrics.render();
         assert!(text.contains("moat_dnsbl_sync_total{outcome=\"checksum_mismatch\"} 1\n"));
         assert!(text.contains("moat_dnsbl_sync_total{outcome=\"updated\"} 0\n"));
+        assert!(text.contains("moat_dnsbl_sync_total{outcome=\"bad_mac\"} 1\n"));
+        assert!(text.contains("moat_dnsbl_sync_total{outcome=\"unauthenticated\"} 0\n"));
         assert!(text.contains("moat_dnsbl_sync_bytes_moved_total 1234\n"));
         assert!(text.contains("moat_dnsbl_sync_full_bytes_total 99999\n"));
     }

@@ -18,6 +18,17 @@
 //!    ([`Zones::reload_path`](crate::Zones::reload_path)). Any failure leaves the old copy in
 //!    service, is logged at warn with its [`SyncOutcome`] name and counted in [`SyncMetrics`].
 //!
+//! # Authentication
+//!
+//! Without a key the sync trusts the network: any allowed address reads the datasets, and
+//! anyone on the path can change what subscribers install. It is then for private networks
+//! only. With `key_file` set on both sides, a connection opens with a challenge-response over
+//! nonces from both ends (`handshake.rs`), and every frame after it carries an HMAC-SHA256 tag
+//! over its bytes and a sequence number per direction (`mac.rs`, `link.rs`), as TSIG does for
+//! zone transfers. A failed proof or tag closes the connection and counts as `unauthenticated`
+//! or `bad_mac`; the copy held stays in service. Frames are not encrypted: blocklists are not
+//! secret.
+//!
 //! Files dropped into a data directory by another tool (rsync from a blocklist vendor) need
 //! none of this: the periodic check of [`watch`](crate::watch) reloads them, and a publisher
 //! serves whatever is on disk.
@@ -26,6 +37,10 @@ mod config;
 mod copy;
 mod delta;
 mod error;
+mod handshake;
+mod key;
+mod link;
+mod mac;
 mod metrics;
 mod outcome;
 mod publisher;
@@ -38,6 +53,7 @@ pub use config::{
     PublishSettings, SubscribeConfig, SubscribeSettings, SyncConfig, SyncSettings,
 };
 pub use error::SyncError;
+pub use key::{MIN_KEY_LEN, SyncKey};
 pub use metrics::SyncMetrics;
 pub use outcome::SyncOutcome;
 pub use publisher::Publisher;

@@ -29,11 +29,15 @@ pub enum SyncOutcome {
     ChecksumMismatch,
     /// The local copy could not be read or the new one written.
     LocalFailure,
+    /// The handshake failed: the keys differ, or only one end has one.
+    Unauthenticated,
+    /// A frame after the handshake failed its HMAC.
+    BadMac,
 }
 
 impl SyncOutcome {
     /// Every outcome, in the order of [`SyncOutcome::name`]'s table.
-    pub const ALL: [SyncOutcome; 12] = [
+    pub const ALL: [SyncOutcome; 14] = [
         SyncOutcome::Updated,
         SyncOutcome::Unchanged,
         SyncOutcome::Unreachable,
@@ -46,6 +50,8 @@ impl SyncOutcome {
         SyncOutcome::BadDelta,
         SyncOutcome::ChecksumMismatch,
         SyncOutcome::LocalFailure,
+        SyncOutcome::Unauthenticated,
+        SyncOutcome::BadMac,
     ];
 
     /// The outcome's name in logs and metrics.
@@ -63,6 +69,8 @@ impl SyncOutcome {
             SyncOutcome::BadDelta => "bad_delta",
             SyncOutcome::ChecksumMismatch => "checksum_mismatch",
             SyncOutcome::LocalFailure => "local_failure",
+            SyncOutcome::Unauthenticated => "unauthenticated",
+            SyncOutcome::BadMac => "bad_mac",
         }
     }
 

@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -18,6 +17,10 @@ use tokio::task::JoinSet;
 use super::config::{Network, PublishSettings};
 use super::copy::{self, dataset_name, zone_files};
 use super::delta;
+use super::error::SyncError;
+use super::handshake;
+use super::key::SyncKey;
+use super::link::Link;
 use super::refusal::Refusal;
 use super::wire::{Delta, Frame, Listed, MAX_REQUEST_PAYLOAD, Request, Response, Version};
 use crate::config::ZoneSpec;
@@ -46,6 +49,8 @@ struct Shared {
     /// Each published file by name.
     datasets: BTreeMap<String, PathBuf>,
     allow: Vec<Network>,
+    /// The key subscribers must prove they hold.
+    key: Option<SyncKey>,
     /// The last version computed for each name, and the file's stamp it is good for.
     versions: Mutex<HashMap<String, (FileStamp, Version)>>,
     slots: Arc<Semaphore>,
@@ -79,6 +84,7 @@ impl Publisher {
         let shared = Shared {
             datasets,
             allow: settings.allow.clone(),
+            key: settings.key.clone(),
             versions: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
         };
@@ -154,51 +160,124 @@ async fn accept(listener: TcpListener, shared: Arc<Shared>) {
 }
 
 /// Answers one subscriber's requests until it closes the connection or falls silent.
-async fn connection(shared: Arc<Shared>, mut stream: TcpStream, client: SocketAddr) {
+async fn connection(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) {
+    let mut link = Link::new(stream);
     if !shared.allow.iter().any(|n| n.contains(client.ip())) {
         tracing::warn!(%client, "sync client refused: not in dnsbl.sync.publish.allow");
-        answer(&mut stream, &Response::Refusal(Refusal::NotAllowed)).await;
+        answer(&mut link, &Response::Refusal(Refusal::NotAllowed)).await;
         return;
     }
     let Ok(_slot) = Arc::clone(&shared.slots).try_acquire_owned() else {
         tracing::debug!(%client, "sync client told busy");
-        answer(&mut stream, &Response::Refusal(Refusal::Busy)).await;
+        answer(&mut link, &Response::Refusal(Refusal::Busy)).await;
         return;
     };
     tracing::debug!(%client, "sync client connected");
 
     loop {
-        let read = tokio::time::timeout(IO_TIMEOUT, Frame::read(&mut stream, MAX_REQUEST_PAYLOAD));
-        let request = match read.await {
-            Err(_) => {
-                tracing::debug!(%client, "sync client silent; closing");
+        let Some(frame) = request(&mut link, client).await else {
+            return;
+        };
+
+        // The handshake, when either end has a key: a keyed publisher makes the first frame
+        // open it, an unkeyed one refuses a subscriber that tries.
+        if let Some(key) = &shared.key
+            && !link.is_authenticated()
+        {
+            if !authenticate(&mut link, key, &frame, client).await {
                 return;
             }
-            Ok(Ok(None)) => return,
-            Ok(Ok(Some(frame))) => Request::decode(frame),
-            Ok(Err(error)) => Err(error),
-        };
-        let response = match request {
+            continue;
+        }
+        if frame.opens_handshake() {
+            refuse_unauthenticated(
+                &mut link,
+                client,
+                &SyncError::Unauthenticated("the subscriber has a key, this publisher none"),
+            )
+            .await;
+            return;
+        }
+
+        let response = match Request::decode(frame) {
             Ok(Request::List) => shared.listing().await,
             Ok(Request::Pull { dataset, signature }) => {
                 shared.pull(client, dataset, signature).await
             }
             Err(error) => {
                 tracing::warn!(%client, %error, "sync request unreadable");
-                answer(&mut stream, &Response::Refusal(Refusal::BadRequest)).await;
+                answer(&mut link, &Response::Refusal(Refusal::BadRequest)).await;
                 return;
             }
         };
-        if !answer(&mut stream, &response).await {
+        if !answer(&mut link, &response).await {
             return;
         }
     }
 }
 
+/// The subscriber's next frame; `None` when it closed, fell silent or sent one that cannot
+/// be used (logged here).
+async fn request(link: &mut Link<TcpStream>, client: SocketAddr) -> Option<Frame> {
+    let read = tokio::time::timeout(IO_TIMEOUT, link.receive(MAX_REQUEST_PAYLOAD));
+    match read.await {
+        Err(_) => {
+            tracing::debug!(%client, "sync client silent; closing");
+            None
+        }
+        Ok(Ok(frame)) => frame,
+        Ok(Err(error @ SyncError::BadMac { .. })) => {
+            // No answer: the client is not who it claimed, or someone on the path is
+            // changing its frames.
+            tracing::warn!(%client, outcome = %error.outcome(), %error, "sync request rejected");
+            None
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%client, %error, "sync request unreadable");
+            answer(link, &Response::Refusal(Refusal::BadRequest)).await;
+            None
+        }
+    }
+}
+
+/// Runs the handshake on `first`; false when the client failed it (logged and refused here).
+async fn authenticate(
+    link: &mut Link<TcpStream>,
+    key: &SyncKey,
+    first: &Frame,
+    client: SocketAddr,
+) -> bool {
+    let handshake = tokio::time::timeout(IO_TIMEOUT, handshake::publisher(link, key, first));
+    match handshake.await {
+        Ok(Ok(())) => {
+            tracing::debug!(%client, "sync client authenticated");
+            true
+        }
+        Ok(Err(error @ SyncError::Unauthenticated(_))) => {
+            refuse_unauthenticated(link, client, &error).await;
+            false
+        }
+        Ok(Err(error)) => {
+            tracing::warn!(%client, outcome = %error.outcome(), %error, "sync handshake failed");
+            false
+        }
+        Err(_) => {
+            tracing::debug!(%client, "sync client silent in the handshake; closing");
+            false
+        }
+    }
+}
+
+/// Logs a client that did not authenticate, and tells it so.
+async fn refuse_unauthenticated(link: &mut Link<TcpStream>, client: SocketAddr, error: &SyncError) {
+    tracing::warn!(%client, outcome = %error.outcome(), %error, "sync client refused");
+    answer(link, &Response::Refusal(Refusal::Unauthenticated)).await;
+}
+
 /// Sends `response`; false when the subscriber is gone or too slow.
-async fn answer(stream: &mut TcpStream, response: &Response) -> bool {
+async fn answer(link: &mut Link<TcpStream>, response: &Response) -> bool {
     let frame = response.encode();
-    match tokio::time::timeout(IO_TIMEOUT, stream.write_all(&frame)).await {
+    match tokio::time::timeout(IO_TIMEOUT, link.send(frame)).await {
         Ok(Ok(())) => true,
         Ok(Err(error)) => {
             tracing::debug!(%error, "sync answer not sent");

@@ -18,17 +18,21 @@ pub enum Refusal {
     Unreadable,
     /// The dataset is larger than the protocol carries.
     TooLarge,
+    /// The subscriber did not prove it holds the publisher's key, or one of them has a key
+    /// and the other none.
+    Unauthenticated,
 }
 
 /// Each refusal: code on the wire, name in logs, meaning.
 #[rustfmt::skip]
-const TABLE: [(Refusal, u8, &str, &str); 6] = [
+const TABLE: [(Refusal, u8, &str, &str); 7] = [
     (Refusal::NotAllowed,     1, "not_allowed",     "client not allowed to pull"),
     (Refusal::Busy,           2, "busy",            "too many subscribers at once"),
     (Refusal::UnknownDataset, 3, "unknown_dataset", "no dataset published under that name"),
     (Refusal::BadRequest,     4, "bad_request",     "request or signature not understood"),
     (Refusal::Unreadable,     5, "unreadable",      "publisher cannot read its copy"),
     (Refusal::TooLarge,       6, "too_large",       "dataset larger than the protocol carries"),
+    (Refusal::Unauthenticated, 7, "unauthenticated", "no proof of the shared key: the keys must match"),
 ];
 
 impl Refusal {

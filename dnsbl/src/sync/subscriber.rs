@@ -6,21 +6,21 @@
 //! stay its own. Whatever goes wrong, the copy held stays in place and in service.
 
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 
 use super::config::SubscribeSettings;
 use super::copy::{self, dataset_name, zone_files};
 use super::delta;
 use super::error::SyncError;
+use super::handshake;
+use super::key::SyncKey;
+use super::link::Link;
 use super::metrics::SyncMetrics;
 use super::outcome::SyncOutcome;
-use super::wire::{Frame, Listed, MAX_RESPONSE_PAYLOAD, Request, Response, Version};
+use super::wire::{Listed, MAX_RESPONSE_PAYLOAD, Request, Response, Version};
 use crate::config::ZoneSpec;
 use crate::zones::Zones;
 
@@ -157,9 +157,8 @@ impl Subscriber {
         summary: &mut PullSummary,
     ) -> Result<(), (Option<String>, SyncError)> {
         let settings = &self.inner.settings;
-        let mut connection = Connection::open(&settings.publisher, settings.timeout)
-            .await
-            .map_err(|error| (None, error))?;
+        let open = Connection::open(&settings.publisher, settings.timeout, settings.key.as_ref());
+        let mut connection = open.await.map_err(|error| (None, error))?;
         let listing = connection.list().await;
         summary.bytes_moved = connection.moved();
         let listing = listing.map_err(|error| (None, error))?;
@@ -291,14 +290,17 @@ fn in_order(dataset: &str, offered: Version, held: Option<Version>) -> Result<()
 
 /// A connection to the publisher, counting the bytes it moves.
 struct Connection {
-    stream: TcpStream,
+    link: Link<TcpStream>,
     timeout: Duration,
-    sent: u64,
-    received: u64,
 }
 
 impl Connection {
-    async fn open(publisher: &str, timeout: Duration) -> Result<Connection, SyncError> {
+    /// Connects, and with a key runs the handshake.
+    async fn open(
+        publisher: &str,
+        timeout: Duration,
+        key: Option<&SyncKey>,
+    ) -> Result<Connection, SyncError> {
         let connect = tokio::time::timeout(timeout, TcpStream::connect(publisher));
         let stream = connect
             .await
@@ -307,16 +309,17 @@ impl Connection {
                 publisher: publisher.to_owned(),
                 error,
             })?;
-        Ok(Connection {
-            stream,
-            timeout,
-            sent: 0,
-            received: 0,
-        })
+        let mut link = Link::new(stream);
+        if let Some(key) = key {
+            tokio::time::timeout(timeout, handshake::subscriber(&mut link, key))
+                .await
+                .map_err(|_| SyncError::Timeout(timeout))??;
+        }
+        Ok(Connection { link, timeout })
     }
 
     fn moved(&self) -> u64 {
-        self.sent + self.received
+        self.link.moved()
     }
 
     /// The datasets published.
@@ -348,42 +351,15 @@ impl Connection {
 
     /// Sends one request and reads its answer, within the timeout.
     async fn exchange(&mut self, request: &Request) -> Result<Response, SyncError> {
-        let frame = request.encode();
         let exchange = async {
-            self.stream.write_all(&frame).await.map_err(SyncError::Io)?;
-            self.sent += frame.len() as u64;
-            let mut counted = Counted {
-                inner: &mut self.stream,
-                count: &mut self.received,
-            };
-            let answer = Frame::read(&mut counted, MAX_RESPONSE_PAYLOAD).await?;
+            self.link.send(request.encode()).await?;
+            let answer = self.link.receive(MAX_RESPONSE_PAYLOAD).await?;
             let answer = answer.ok_or(SyncError::Truncated { part: "header" })?;
             Response::decode(answer)
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
             .map_err(|_| SyncError::Timeout(self.timeout))?
-    }
-}
-
-/// A reader that counts the bytes it passes on, so that a frame cut or corrupt still counts
-/// in the bytes moved.
-struct Counted<'a, R> {
-    inner: &'a mut R,
-    count: &'a mut u64,
-}
-
-impl<R: AsyncRead + Unpin> AsyncRead for Counted<'_, R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut *this.inner).poll_read(cx, buf);
-        *this.count += (buf.filled().len() - before) as u64;
-        poll
     }
 }
 

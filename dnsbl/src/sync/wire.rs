@@ -10,16 +10,24 @@
 //! |------|---------|---------|
 //! | 0x01 | list    | empty |
 //! | 0x02 | pull    | name, then an rsync signature of the copy held (the rest) |
+//! | 0x03 | hello   | the subscriber's nonce (32 bytes): opens a keyed connection |
+//! | 0x04 | proof   | the subscriber's proof of the key (32 bytes) |
 //! | 0x81 | listing | count (u32), then per dataset: name, version |
 //! | 0x82 | delta   | name, version, then an rsync delta (the rest) |
+//! | 0x83 | challenge | the publisher's nonce (32 bytes) |
+//! | 0x84 | accept  | the publisher's proof of the key (32 bytes) |
 //! | 0xff | refusal | code (u8), from the table in `refusal.rs` |
+//!
+//! With a shared key, the four handshake messages come first and every frame after them is
+//! followed by a 32-byte HMAC-SHA256 tag (`mac.rs`, `handshake.rs`); without one, neither.
 //!
 //! A name is its length (u16) and its UTF-8 bytes; a version is the generation (u64), the
 //! length of the full file (u64) and its SHA-256 (32 bytes).
 //!
 //! The CRC-32 catches a frame damaged on the way early and says so; it is no defence against a
 //! peer that means harm, and need not be: the SHA-256 of the rebuilt file is what decides
-//! whether it is used.
+//! whether it is used. Against such a peer, or anyone on the path, the shared key is the
+//! defence.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -65,8 +73,12 @@ pub(crate) const CHECKSUM_LEN: usize = 32;
 mod kind {
     pub const LIST: u8 = 0x01;
     pub const PULL: u8 = 0x02;
+    pub const HELLO: u8 = 0x03;
+    pub const PROOF: u8 = 0x04;
     pub const LISTING: u8 = 0x81;
     pub const DELTA: u8 = 0x82;
+    pub const CHALLENGE: u8 = 0x83;
+    pub const ACCEPT: u8 = 0x84;
     pub const REFUSAL: u8 = 0xff;
 }
 
@@ -126,11 +138,42 @@ pub(crate) enum Response {
     Refusal(Refusal),
 }
 
+/// The messages of a keyed connection's handshake (`handshake.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    /// The subscriber's nonce.
+    Hello([u8; NONCE_LEN]),
+    /// The publisher's nonce.
+    Challenge([u8; NONCE_LEN]),
+    /// The subscriber's proof that it holds the key.
+    Proof([u8; TAG_LEN]),
+    /// The publisher's proof that it holds the key.
+    Accept([u8; TAG_LEN]),
+}
+
+/// The length of a nonce.
+pub(crate) const NONCE_LEN: usize = 32;
+
+/// The length of an HMAC-SHA256 tag or proof.
+pub(crate) const TAG_LEN: usize = 32;
+
+/// The largest handshake payload.
+pub(crate) const MAX_HANDSHAKE_PAYLOAD: u64 = 32;
+
 /// One frame as read: its kind and its payload.
 #[derive(Debug)]
 pub(crate) struct Frame {
     kind: u8,
     payload: Vec<u8>,
+}
+
+/// A frame as it came off the wire, its CRC-32 and version not yet checked: what a tag is
+/// computed over.
+#[derive(Debug)]
+pub(crate) struct RawFrame {
+    header: [u8; HEADER_LEN],
+    payload: Vec<u8>,
+    trailer: [u8; TRAILER_LEN],
 }
 
 impl Frame {
@@ -151,14 +194,27 @@ impl Frame {
         frame
     }
 
-    /// Reads one frame whose payload may be at most `max` bytes. `Ok(None)` when the peer
-    /// closed the connection between frames.
+    /// Whether the frame opens a keyed connection's handshake.
+    pub(crate) fn opens_handshake(&self) -> bool {
+        self.kind == kind::HELLO
+    }
+
+    /// Whether the frame is a request of an unkeyed connection.
+    pub(crate) fn is_plain_request(&self) -> bool {
+        self.kind == kind::LIST || self.kind == kind::PULL
+    }
+}
+
+impl RawFrame {
+    /// Reads one frame whose payload may be at most `max` bytes, leaving its version and
+    /// CRC-32 to [`RawFrame::check`]: on a keyed connection the tag is checked first, so that
+    /// any change in transit counts as what it is. `Ok(None)` when the peer closed the
+    /// connection between frames.
     ///
     /// # Errors
     ///
     /// [`SyncError::Truncated`] when the connection ends inside the frame,
-    /// [`SyncError::Version`], [`SyncError::TooLong`], [`SyncError::FrameChecksum`], or
-    /// [`SyncError::Io`].
+    /// [`SyncError::TooLong`], or [`SyncError::Io`].
     ///
     /// # Cancel safety
     ///
@@ -166,16 +222,13 @@ impl Frame {
     pub(crate) async fn read<R: AsyncRead + Unpin>(
         reader: &mut R,
         max: u64,
-    ) -> Result<Option<Frame>, SyncError> {
+    ) -> Result<Option<RawFrame>, SyncError> {
         let mut header = [0u8; HEADER_LEN];
         if reader.read(&mut header[..1]).await.map_err(SyncError::Io)? == 0 {
             return Ok(None);
         }
         read_exact(reader, &mut header[1..], "header").await?;
-        let [version, kind, a, b, c, d] = header;
-        if version != VERSION {
-            return Err(SyncError::Version(version));
-        }
+        let [_, _, a, b, c, d] = header;
         let len = u64::from(u32::from_be_bytes([a, b, c, d]));
         if len > max {
             return Err(SyncError::TooLong { len, max });
@@ -193,18 +246,43 @@ impl Frame {
         }
         let mut trailer = [0u8; TRAILER_LEN];
         read_exact(reader, &mut trailer, "checksum").await?;
+        Ok(Some(RawFrame {
+            header,
+            payload,
+            trailer,
+        }))
+    }
 
+    /// The frame's bytes in order, as a tag covers them.
+    pub(crate) fn parts(&self) -> [&[u8]; 3] {
+        [&self.header, &self.payload, &self.trailer]
+    }
+
+    /// The frame, once its version and CRC-32 are checked.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Version`] or [`SyncError::FrameChecksum`].
+    pub(crate) fn check(self) -> Result<Frame, SyncError> {
+        let [version, kind, ..] = self.header;
+        if version != VERSION {
+            return Err(SyncError::Version(version));
+        }
         let mut crc = crc32fast::Hasher::new();
-        crc.update(&header);
-        crc.update(&payload);
-        if crc.finalize() != u32::from_be_bytes(trailer) {
+        crc.update(&self.header);
+        crc.update(&self.payload);
+        if crc.finalize() != u32::from_be_bytes(self.trailer) {
             return Err(SyncError::FrameChecksum);
         }
-        Ok(Some(Frame { kind, payload }))
+        Ok(Frame {
+            kind,
+            payload: self.payload,
+        })
     }
 }
 
-async fn read_exact<R: AsyncRead + Unpin>(
+/// Fills `buf`, or says which `part` of a frame the connection ended in.
+pub(crate) async fn read_exact<R: AsyncRead + Unpin>(
     reader: &mut R,
     buf: &mut [u8],
     part: &'static str,
@@ -331,6 +409,38 @@ impl Response {
     }
 }
 
+impl Handshake {
+    /// The message's frame.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let (kind, bytes) = match self {
+            Handshake::Hello(nonce) => (kind::HELLO, nonce),
+            Handshake::Challenge(nonce) => (kind::CHALLENGE, nonce),
+            Handshake::Proof(proof) => (kind::PROOF, proof),
+            Handshake::Accept(proof) => (kind::ACCEPT, proof),
+        };
+        Frame::encode(kind, bytes)
+    }
+
+    /// Reads a handshake message from its frame; `Ok(None)` for a frame of another kind.
+    ///
+    /// # Errors
+    ///
+    /// [`SyncError::Malformed`] when a handshake frame has the wrong length.
+    pub(crate) fn decode(frame: &Frame) -> Result<Option<Handshake>, SyncError> {
+        let make = match frame.kind {
+            kind::HELLO => Handshake::Hello,
+            kind::CHALLENGE => Handshake::Challenge,
+            kind::PROOF => Handshake::Proof,
+            kind::ACCEPT => Handshake::Accept,
+            _ => return Ok(None),
+        };
+        let mut payload = Cursor(&frame.payload);
+        let bytes = payload.array()?;
+        payload.end()?;
+        Ok(Some(make(bytes)))
+    }
+}
+
 fn put_name(out: &mut Vec<u8>, name: &str) {
     // Names come from file names checked against MAX_NAME_LEN when published.
     let len = u16::try_from(name.len()).unwrap_or(u16::MAX);
@@ -426,7 +536,10 @@ mod tests {
 
     async fn read(bytes: &[u8], max: u64) -> Result<Option<Frame>, SyncError> {
         let mut reader = bytes;
-        Frame::read(&mut reader, max).await
+        match RawFrame::read(&mut reader, max).await? {
+            Some(raw) => raw.check().map(Some),
+            None => Ok(None),
+        }
     }
 
     #[tokio::test]
