@@ -323,3 +323,31 @@ fn a_world_readable_key_file_is_a_config_error() {
     assert!(output.contains("readable by every user"), "{output}");
     assert!(output.contains("chmod 600"), "{output}");
 }
+
+#[test]
+fn a_keyed_publisher_reads_no_large_frame_before_the_handshake() {
+    let publisher = publisher("auth-large-first", Some(KEY));
+    let addr = publisher.sync_addr.expect("a publisher address");
+
+    // A request-sized first frame (version 1, a pull, 16 MiB announced): a keyed publisher
+    // takes a handshake of a few dozen octets first, so it refuses this at the header instead
+    // of reading 16 MiB from someone who has not authenticated.
+    let mut stream = TcpStream::connect(addr).expect("connect to the publisher");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("set a read timeout");
+    let announced: u32 = 16 << 20;
+    let mut header = vec![1u8, 2];
+    header.extend_from_slice(&announced.to_be_bytes());
+    stream.write_all(&header).expect("send the header");
+
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the publisher waited for the announced payload instead of refusing the header"
+    );
+    let log = publisher.moat.log();
+    assert!(log.contains("sync request unreadable"), "{log}");
+}

@@ -494,6 +494,20 @@ fn data_over_the_content_budget_gets_452_after_the_dot_and_the_budget_comes_back
 }
 
 #[test]
+fn a_declared_size_is_checked_at_mail_but_not_held() {
+    let moat = start(TINY_BUDGET);
+
+    // A client that declares a size and then stalls ties up nothing: otherwise a few such
+    // sessions, each sending NOOP now and then, would refuse everyone else's mail.
+    let mut stalling = Client::greeted(&moat);
+    stalling.expect(&format!("MAIL FROM:<{SENDER}> SIZE=90000"), 250, "2.1.0");
+    stalling.expect("NOOP", 250, "2.0.0");
+
+    let mut client = Client::in_transaction(&moat, "fits@localhost");
+    assert_queued(&data_reply(&mut client, 90_000));
+}
+
+#[test]
 fn bdat_over_the_content_budget_gets_452_and_the_transaction_fails() {
     let moat = start(TINY_BUDGET);
     let _holder = holding_session(&moat);

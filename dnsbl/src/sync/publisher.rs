@@ -22,7 +22,9 @@ use super::handshake;
 use super::key::SyncKey;
 use super::link::Link;
 use super::refusal::Refusal;
-use super::wire::{Delta, Frame, Listed, MAX_REQUEST_PAYLOAD, Request, Response, Version};
+use super::wire::{
+    Delta, Frame, Listed, MAX_HANDSHAKE_PAYLOAD, MAX_REQUEST_PAYLOAD, Request, Response, Version,
+};
 use crate::config::ZoneSpec;
 use crate::dataset::reader::FileStamp;
 use crate::error::Error;
@@ -33,6 +35,10 @@ const MAX_CONNECTIONS: usize = 16;
 
 /// How long a subscriber may take to send its next request, or to take an answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a connection to a keyed publisher may take to authenticate. Short, because until
+/// then it holds one of the pull slots without having shown it may.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long to wait after a failed accept (out of file descriptors, most likely) before the
 /// next, so a persistent failure does not spin.
@@ -175,7 +181,15 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) 
     tracing::debug!(%client, "sync client connected");
 
     loop {
-        let Some(frame) = request(&mut link, client).await else {
+        // Before a keyed handshake only a handshake frame may come: a few dozen octets, soon,
+        // not a 24 MiB request read from anyone who connects.
+        let unauthenticated = shared.key.is_some() && !link.is_authenticated();
+        let (limit, timeout) = if unauthenticated {
+            (MAX_HANDSHAKE_PAYLOAD, HANDSHAKE_TIMEOUT)
+        } else {
+            (MAX_REQUEST_PAYLOAD, IO_TIMEOUT)
+        };
+        let Some(frame) = request(&mut link, client, limit, timeout).await else {
             return;
         };
 
@@ -218,8 +232,13 @@ async fn connection(shared: Arc<Shared>, stream: TcpStream, client: SocketAddr) 
 
 /// The subscriber's next frame; `None` when it closed, fell silent or sent one that cannot
 /// be used (logged here).
-async fn request(link: &mut Link<TcpStream>, client: SocketAddr) -> Option<Frame> {
-    let read = tokio::time::timeout(IO_TIMEOUT, link.receive(MAX_REQUEST_PAYLOAD));
+async fn request(
+    link: &mut Link<TcpStream>,
+    client: SocketAddr,
+    limit: u64,
+    timeout: Duration,
+) -> Option<Frame> {
+    let read = tokio::time::timeout(timeout, link.receive(limit));
     match read.await {
         Err(_) => {
             tracing::debug!(%client, "sync client silent; closing");
@@ -247,7 +266,7 @@ async fn authenticate(
     first: &Frame,
     client: SocketAddr,
 ) -> bool {
-    let handshake = tokio::time::timeout(IO_TIMEOUT, handshake::publisher(link, key, first));
+    let handshake = tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake::publisher(link, key, first));
     match handshake.await {
         Ok(Ok(())) => {
             tracing::debug!(%client, "sync client authenticated");

@@ -41,13 +41,16 @@ impl Session {
         }
 
         // RFC 1870 section 6: a declared size that fits the limit but not the storage free now
-        // gets 452 at once, before the client sends the message. Reserving it here also keeps
-        // the octets for this message while its envelope is built.
-        let mut reservation = self.shared.content_budget.reservation();
-        if let Err(exhausted) = reservation.cover(from.size) {
+        // gets 452 at once, before the client sends the message. Only a check, not a hold:
+        // octets are reserved as they arrive, so a client that declares a size and then stalls
+        // (NOOP after NOOP) ties up none of the budget other sessions need.
+        let mut probe = self.shared.content_budget.reservation();
+        if let Err(exhausted) = probe.cover(from.size) {
             self.log_over_budget(&exhausted, "mail");
             return Err(Refusal::InsufficientStorage);
         }
+        drop(probe);
+        let reservation = self.shared.content_budget.reservation();
 
         let body = if from.flags & MAIL_BODY_8BITMIME != 0 {
             BodyType::EightBitMime

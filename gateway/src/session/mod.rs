@@ -288,8 +288,12 @@ impl Session {
         }
 
         // Recipients over the limit are the client's cue to send what was accepted and the rest
-        // later (RFC 5321 section 4.5.3.1.10), not a misbehaviour: they do not count.
-        if refusal != Refusal::TooManyRecipients {
+        // later (RFC 5321 section 4.5.3.1.10), and a budget spent by other sessions is the
+        // server's shortage: neither is a misbehaviour of this client, so neither counts.
+        if !matches!(
+            refusal,
+            Refusal::TooManyRecipients | Refusal::InsufficientStorage
+        ) {
             self.errors += 1;
         }
         if self.errors >= self.shared.smtp.max_errors {
